@@ -1,0 +1,140 @@
+"""The local executor: stream a reader's records through stages into a writer.
+
+Batches keep memory flat; the progress display and the bad-record policy live
+here, once, for every pipeline. Under `fail` the first rejected record stops the
+run (the output written so far is discarded, never left looking complete);
+under `skip` each one goes to the errors file with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from wildfeedback.engine.stage import Stage, Tally
+from wildfeedback.errors import BadRecordError, Rejected
+from wildfeedback.io.writers import Writer
+
+OnError = Literal["fail", "skip"]
+
+
+@dataclass
+class RunReport:
+    read: int = 0
+    written: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    stages: dict[str, int] = field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    output: str | None = None
+    errors_file: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "written": self.written,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "stages": self.stages,
+            "rejected_by_reason": self.rejected_by_reason,
+            "output": self.output,
+            "errors_file": self.errors_file,
+        }
+
+
+ProgressCallback = Callable[[RunReport], None]
+
+
+class ErrorsFile:
+    """Rejected records, one JSON line each, opened only when the first arrives."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._file: Any = None
+
+    def write(self, rejected: Rejected) -> None:
+        if self.path is None:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")
+        self._file.write(rejected.to_json() + b"\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _reason_key(reason: str) -> str:
+    """Group reasons for the summary: numbers and quoted names made generic."""
+    generic = re.sub(r"\d[\d,]*", "N", reason)
+    return re.sub(r"'[^']*'", "'…'", generic)[:100]
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        stages: Sequence[Stage[Any]] = (),
+        *,
+        batch_size: int = 1000,
+        on_error: OnError = "fail",
+        errors_path: Path | None = None,
+        progress: ProgressCallback | None = None,
+    ):
+        if on_error not in ("fail", "skip"):
+            raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        self.stages = list(stages)
+        self.batch_size = batch_size
+        self.on_error = on_error
+        self.errors_path = errors_path
+        self.progress = progress
+
+    def run(self, records: Iterable[Any], writer: Writer) -> RunReport:
+        report = RunReport(output=str(writer.path))
+        tally = Tally()
+        errors = ErrorsFile(self.errors_path if self.on_error == "skip" else None)
+        started = time.perf_counter()
+        batch: list[Any] = []
+        try:
+            for item in records:
+                if isinstance(item, Rejected):
+                    report.rejected += 1
+                    key = _reason_key(item.reason)
+                    report.rejected_by_reason[key] = report.rejected_by_reason.get(key, 0) + 1
+                    if self.on_error == "fail":
+                        raise BadRecordError(item)
+                    errors.write(item)
+                    continue
+                report.read += 1
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    self._flush(batch, writer, tally, report, started)
+                    batch = []
+            self._flush(batch, writer, tally, report, started)
+        except BaseException:
+            writer.abort()
+            errors.close()
+            raise
+        writer.close()
+        errors.close()
+        report.seconds = time.perf_counter() - started
+        report.stages = dict(sorted(tally.counts.items()))
+        if errors.path is not None and report.rejected:
+            report.errors_file = str(errors.path)
+        return report
+
+    def _flush(self, batch: list[Any], writer: Writer, tally: Tally, report: RunReport, started: float) -> None:
+        for stage in self.stages:
+            if not batch:
+                break
+            batch = stage(batch, tally)
+        if batch:
+            writer.write(batch)
+        report.written += len(batch)
+        report.seconds = time.perf_counter() - started
+        if self.progress is not None:
+            self.progress(report)

@@ -1,0 +1,34 @@
+"""A stage: a function from a batch of records to a batch of records.
+
+The same stage object runs in the local streaming executor and, unchanged,
+inside a cluster executor's map over batches. A stage that drops or changes
+records says so through the `Tally` it is handed, so the executor can report
+every drop by stage and reason in one place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol, TypeVar
+
+Record = TypeVar("Record")
+
+
+class Tally:
+    """Counts of what stages did, keyed `stage: what` (e.g. `dedupe: near duplicate`)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, stage: str, what: str, n: int = 1) -> None:
+        if n:
+            self.counts[f"{stage}: {what}"] += n
+
+    def merge(self, other: Tally) -> None:
+        self.counts.update(other.counts)
+
+
+class Stage(Protocol[Record]):
+    name: str
+
+    def __call__(self, batch: list[Record], tally: Tally) -> list[Record]: ...

