@@ -159,26 +159,43 @@ def _json_reason(line: bytes, error: orjson.JSONDecodeError) -> str:
     return f"invalid JSON: {error}"
 
 
-def iter_json_array(path: Path) -> Iterator[RawRecord | Rejected]:
+def iter_json_array(path: Path, chunk_size: int = 1 << 20) -> Iterator[RawRecord | Rejected]:
     """Items of a top-level JSON array, streamed; an array cut off mid-record keeps every
-    complete item and rejects the incomplete tail."""
+    complete item and rejects the incomplete tail.
+
+    ijson's push interface is used rather than `ijson.items`: it hands over each item
+    as soon as it is complete, so the items parsed from the chunk in which the
+    stream breaks off are not lost with the error.
+    """
     name = str(path)
-    index = -1
+    parsed = ijson.sendable_list()
+    parser = ijson.items_coro(parsed, "item", use_float=True)
+    index = 0
+    error_reason: str | None = None
     with open_binary(path) as stream:
         try:
-            for index, value in enumerate(ijson.items(stream, "item", use_float=True)):  # noqa: B007
-                yield RawRecord(Location(name, record=index), value)
+            while chunk := stream.read(chunk_size):
+                parser.send(chunk)
+                for value in parsed:
+                    yield RawRecord(Location(name, record=index), value)
+                    index += 1
+                del parsed[:]
+            parser.close()
         except ijson.IncompleteJSONError as error:
-            reason = "JSON array ends in the middle of a record (truncated file)"
+            error_reason = "JSON array ends in the middle of a record (truncated file)"
             if "premature EOF" not in str(error):
-                reason = f"invalid JSON: {str(error).splitlines()[0]}"
-            yield Rejected(Location(name, record=index + 1), reason)
+                error_reason = f"invalid JSON: {str(error).splitlines()[0]}"
         except ijson.JSONError as error:
-            yield Rejected(Location(name, record=index + 1), f"invalid JSON: {str(error).splitlines()[0]}")
+            error_reason = f"invalid JSON: {str(error).splitlines()[0]}"
         except UnicodeDecodeError as error:
-            yield Rejected(Location(name, record=index + 1), f"not valid UTF-8: {error}")
+            error_reason = f"not valid UTF-8: {error}"
         except TRUNCATION_ERRORS as error:
-            yield Rejected(Location(name, record=index + 1), truncation_reason(error))
+            error_reason = truncation_reason(error)
+    for value in parsed:  # complete items of the chunk the error came in
+        yield RawRecord(Location(name, record=index), value)
+        index += 1
+    if error_reason is not None:
+        yield Rejected(Location(name, record=index), error_reason)
 
 
 def iter_json_document(path: Path) -> Iterator[RawRecord | Rejected]:

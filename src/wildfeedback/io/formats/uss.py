@@ -30,7 +30,7 @@ class USS(FileFormat):
 
     def sniff_file(self, path: Path, head: bytes) -> bool:
         lines = [line for line in head.splitlines()[:20] if line.strip()]
-        return bool(lines) and all(line.split(b"\t", 1)[0] in (b"USER", b"SYSTEM") for line in lines[:-1])
+        return bool(lines) and all(line.startswith((b"USER\t", b"SYSTEM\t")) for line in lines)
 
     def read(self, path: Path) -> Iterator[Conversation | Rejected]:
         corpus = path.name.split(".")[0]
