@@ -154,10 +154,11 @@ def _print_stats(result: dict) -> None:  # type: ignore[type-arg]
             summary.add_row(key.replace("_", " "), ", ".join(f"{k} {v:,}" for k, v in result[key].items()))
     out.print(summary)
     lengths = Table(title="distributions", title_justify="left")
-    for column in ("", "count", "mean", "min", "p50", "p90", "p99", "max"):
-        lengths.add_column(column, justify="right" if column else "left")
-    rows = {"user turns / conversation": result["user_turns_per_conversation"]}
-    rows.update({f"characters / {role} message": d for role, d in result["characters_per_message"].items()})
+    lengths.add_column("", no_wrap=True)
+    for column in ("count", "mean", "min", "p50", "p90", "p99", "max"):
+        lengths.add_column(column, justify="right")
+    rows = {"user turns per conv.": result["user_turns_per_conversation"]}
+    rows.update({f"chars per {role} msg": d for role, d in result["characters_per_message"].items()})
     for name, d in rows.items():
         lengths.add_row(name, *(f"{d[k]:,}" if k in d else "" for k in ("count", "mean", "min", "p50", "p90", "p99", "max")))
     out.print(lengths)
