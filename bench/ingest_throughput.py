@@ -234,6 +234,7 @@ def child_main(input_path: str, output_path: str, core: int) -> None:
     from wildfeedback.ingest import ingest
 
     rss_after_import_kb = _status_kb("VmRSS")
+    times_started = os.times()
     cpu_started = time.process_time()
     started = time.perf_counter()
     report = ingest([input_path], output_path, format="sharegpt", on_error="skip")
@@ -241,6 +242,8 @@ def child_main(input_path: str, output_path: str, core: int) -> None:
     result = {
         "seconds": seconds,
         "cpu_seconds": time.process_time() - cpu_started,  # user + sys of the ingest call only
+        "user_seconds": os.times().user - times_started.user,
+        "sys_seconds": os.times().system - times_started.system,  # kernel: reading, writing, page faults
         "report": report.as_dict(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "rss_after_import_kb": rss_after_import_kb,
@@ -516,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rejected": report["rejected"],
                 "seconds": round(best["seconds"], 3),
                 "cpu_seconds": round(best["cpu_seconds"], 3),
+                "user_seconds": round(best["user_seconds"], 3),
+                "sys_seconds": round(best["sys_seconds"], 3),
                 "process_seconds": round(best["process_seconds"], 3),
                 "process_cpu_seconds": round(best["process_cpu_seconds"], 3),
                 "mb_s": round(meta["bytes"] / 1e6 / best["seconds"], 2),

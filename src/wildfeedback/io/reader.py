@@ -17,7 +17,6 @@ from typing import Any
 
 from wildfeedback.errors import Location, RecordError, Rejected
 from wildfeedback.io.formats import DETECTION_ORDER, REGISTRY, FileFormat, RecordFormat
-from wildfeedback.io.parquet import NATIVE_MARKER, decode_row
 from wildfeedback.io.sources import (
     CONTAINERS,
     TRUNCATION_ERRORS,
@@ -75,8 +74,11 @@ def read_file(
         yield Rejected(Location(name), _unknown_text_reason(head))
         return
     raw = CONTAINERS[container](path)
-    if container == "parquet" and NATIVE_MARKER in parquet_metadata(path):
-        raw = (decode_row(item) if isinstance(item, RawRecord) else item for item in raw)
+    if container == "parquet":
+        from wildfeedback.io.parquet import NATIVE_MARKER, decode_row  # pyarrow only when needed
+
+        if NATIVE_MARKER in parquet_metadata(path):
+            raw = (decode_row(item) if isinstance(item, RawRecord) else item for item in raw)
     yield from _convert(raw, chosen, max_message_chars)
 
 

@@ -82,6 +82,9 @@ ROLE_ALIASES: dict[str, str] = {
 
 def role_of(raw: Any, position: int) -> str:
     """The schema role for a source's role name, or a precise error."""
+    role = ROLE_ALIASES.get(raw) if isinstance(raw, str) else None  # the common case, exact
+    if role is not None:
+        return role
     if not isinstance(raw, str):
         raise RecordError(f"message {position}: role must be a string, got {type(raw).__name__}")
     role = ROLE_ALIASES.get(raw.strip().lower())
