@@ -4,7 +4,7 @@ detection from content, containers, compression, directories and globs."""
 from __future__ import annotations
 
 import gzip
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -101,9 +101,9 @@ def test_wildchat(tmp_path: Path) -> None:
     assert (c.id, c.source, c.model, c.language, c.user_id) == (
         "c9ec5b440fbdd2a269333dd241f32f64", "wildchat", "gpt-4-0314", "en", "0d4f2b",
     )
-    assert c.created_at == datetime(2023, 4, 9, 0, 2, 53, tzinfo=timezone.utc)
+    assert c.created_at == datetime(2023, 4, 9, 0, 2, 53, tzinfo=UTC)
     assert [m.role for m in c.messages] == ["user", "assistant"]
-    assert c.messages[1].timestamp == datetime(2023, 4, 9, 0, 2, 53, tzinfo=timezone.utc)
+    assert c.messages[1].timestamp == datetime(2023, 4, 9, 0, 2, 53, tzinfo=UTC)
     assert c.messages[0].metadata["turn_identifier"] == 101 and c.messages[0].metadata["toxic"] is False
     assert c.metadata["openai_moderation"][0]["flagged"] is False
     assert c.metadata["language_name"] == "English" and c.metadata["turn"] == 1
@@ -111,14 +111,14 @@ def test_wildchat(tmp_path: Path) -> None:
 
 def test_wildchat_from_parquet_with_native_timestamps(tmp_path: Path) -> None:
     """The Hugging Face Parquet files hold real timestamps, not strings."""
-    row = dict(WILDCHAT, timestamp=datetime(2023, 4, 9, 0, 2, 53, tzinfo=timezone.utc))
-    row["conversation"] = [dict(turn, timestamp=datetime(2023, 4, 9, tzinfo=timezone.utc)) for turn in row["conversation"]]
+    row = dict(WILDCHAT, timestamp=datetime(2023, 4, 9, 0, 2, 53, tzinfo=UTC))
+    row["conversation"] = [dict(turn, timestamp=datetime(2023, 4, 9, tzinfo=UTC)) for turn in row["conversation"]]
     path = tmp_path / "train-00000-of-00014.parquet"
     pq.write_table(pa.Table.from_pylist([row, dict(row, conversation_hash="second")]), path)
     conversations, rejected = split(read_conversations(path))
     assert rejected == []
     assert [c.id for c in conversations] == ["c9ec5b440fbdd2a269333dd241f32f64", "second"]
-    assert conversations[0].created_at == datetime(2023, 4, 9, 0, 2, 53, tzinfo=timezone.utc)
+    assert conversations[0].created_at == datetime(2023, 4, 9, 0, 2, 53, tzinfo=UTC)
 
 
 def test_lmsys(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_oasst_one_conversation_per_root_to_leaf_path() -> None:
     assert len({c.id for c in conversations}) == 626
     for c in conversations:
         assert c.messages[0].role == "user"
-        assert all(b.parent_id == a.id for a, b in zip(c.messages, c.messages[1:]))
+        assert all(b.parent_id == a.id for a, b in zip(c.messages, c.messages[1:], strict=False))
     ranked = {m.id: m.rank for c in conversations for m in c.messages if m.rank is not None}
     assert len(ranked) == 641  # every message with a rank, once
     assert any(m.labels.get("emojis") for c in conversations for m in c.messages)

@@ -3,7 +3,7 @@ says precisely what is wrong with a bad one."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ json_value = st.recursive(
 )
 json_object = st.dictionaries(text, json_value, max_size=3)
 moments = st.datetimes(
-    min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30))])
+    min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])
 )
 optional = lambda strategy: st.none() | strategy  # noqa: E731
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -122,8 +122,8 @@ def test_timestamps_are_kept_in_utc() -> None:
             "messages": [{"role": "user", "content": "hi", "index": 0, "timestamp": "2024-05-01T12:00:00"}],
         }
     )
-    assert conversation.created_at == datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
-    assert conversation.messages[0].timestamp == datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    assert conversation.created_at == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    assert conversation.messages[0].timestamp == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

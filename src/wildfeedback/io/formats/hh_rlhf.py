@@ -51,7 +51,7 @@ class HHRLHF(RecordFormat):
         shares_all_but_last = (
             len(chosen) == len(rejected)
             and chosen[-1]["role"] == rejected[-1]["role"] == "assistant"
-            and all(c["role"] == r["role"] and c["content"] == r["content"] for c, r in zip(chosen[:-1], rejected[:-1]))
+            and all(c["role"] == r["role"] and c["content"] == r["content"] for c, r in zip(chosen[:-1], rejected[:-1], strict=True))
         )
         if shares_all_but_last:
             chosen[-1]["alternatives"] = [{"content": rejected[-1]["content"]}]

@@ -12,7 +12,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from wildfeedback.errors import Location, RecordError
-from wildfeedback.io.formats.base import RecordFormat, build, jsonable, language_code, register, require, role_of, text_of
+from wildfeedback.io.formats.base import (
+    RecordFormat,
+    build,
+    jsonable,
+    language_code,
+    register,
+    require,
+    role_of,
+    text_of,
+)
 from wildfeedback.schema import Conversation
 
 _LABEL_KEYS = ("emojis", "labels", "review_count", "review_result", "deleted", "synthetic")
