@@ -7,6 +7,8 @@ on stdout, so scripts can pipe them.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +61,7 @@ def ingest(
     lang: Annotated[Optional[list[str]], typer.Option("--lang", help="Keep these languages (ISO codes, repeatable or comma-separated).")] = None,
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Drop exact and near-duplicate conversations (MinHash).")] = False,
     redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Redact emails, phone numbers, IPs, card numbers (and names where an NER engine is installed).")] = False,
+    ner_model: Annotated[Optional[str], typer.Option(help="spaCy pipeline (package or directory) for redacting person names with Presidio.")] = None,
     on_error: Annotated[str, typer.Option(help="fail: stop at the first bad record; skip: write bad records to the errors file and go on.")] = "fail",
     errors: Annotated[Optional[Path], typer.Option(help="Errors file for --on-error skip (default: OUTPUT's name + .errors.jsonl).")] = None,
     max_message_chars: Annotated[int, typer.Option(help="Reject conversations with a longer message.")] = DEFAULT_MAX_MESSAGE_CHARS,
@@ -69,9 +72,16 @@ def ingest(
 
     if on_error not in ("fail", "skip"):
         raise _fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
-    filters = FilterConfig(
-        languages=_languages(lang), min_user_turns=min_user_turns, dedupe=dedupe, redact_pii=redact_pii
-    )
+    try:
+        filters = FilterConfig(
+            languages=_languages(lang),
+            min_user_turns=min_user_turns,
+            dedupe=dedupe,
+            redact_pii=redact_pii,
+            ner_model=ner_model,
+        )
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
     with _progress() as (progress, task):
 
         def update(report: RunReport) -> None:
@@ -119,10 +129,31 @@ def _print_report(report: RunReport) -> None:
     table.add_row("rejected", f"{report.rejected:,}" + (f" → {report.errors_file}" if report.errors_file else ""))
     for reason, count in sorted(report.rejected_by_reason.items(), key=lambda kv: -kv[1]):
         table.add_row("", f"{count:,} × {reason}")
-    for what, count in report.stages.items():
-        table.add_row("filtered" if "pii" not in what else "redacted", f"{count:,} × {what}")
+    for what, count in _condensed(report.stages).items():
+        table.add_row("stages", f"{count:,} × {what}")
     table.add_row("time", f"{report.seconds:.1f} s")
     err.print(table)
+
+
+_PER_LANGUAGE = re.compile(r"language (\S+) not in (.+)$")
+
+
+def _condensed(stages: dict[str, int]) -> dict[str, int]:
+    """One row for all 'language xx not in en' drops (the JSON report keeps them apart)."""
+    rows: dict[str, int] = {}
+    dropped: Counter[str] = Counter()
+    wanted = ""
+    for what, count in stages.items():
+        match = _PER_LANGUAGE.search(what)
+        if match:
+            dropped[match.group(1)] += count
+            wanted = what[: match.start()] + f"language not in {match.group(2)}"
+        else:
+            rows[what] = count
+    if dropped:
+        top = ", ".join(f"{code} {n}" for code, n in dropped.most_common(6))
+        rows[f"{wanted} ({top}{', …' if len(dropped) > 6 else ''})"] = sum(dropped.values())
+    return dict(sorted(rows.items()))
 
 
 @app.command()
