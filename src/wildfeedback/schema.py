@@ -143,3 +143,28 @@ class Conversation(_Record):
         """One JSONL line's worth, defaults left out (they come back on reading)."""
         return self.__pydantic_serializer__.to_json(self, exclude_defaults=True)
 
+
+
+SignalLabel = Literal["SAT", "DSAT", "NEUTRAL"]
+
+
+class Signal(_Record):
+    """A detector's reading of one user turn: was the user satisfied with the reply before it?
+
+    `turn_index` is the index of the user message in `Conversation.messages`; the
+    reply it judges is the assistant message just before it. `evidence` quotes the
+    user's own words and must be a substring of that turn.
+    """
+
+    conversation_id: str
+    turn_index: int = Field(ge=0)
+    label: SignalLabel
+    categories: list[str] = Field(default_factory=list)
+    evidence: str | None = None
+    rationale: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    detector: str
+    model: str | None = None
+    prompt_version: str | None = None
+    source: str | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
