@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wildfeedback.engine.stage import Tally
-from wildfeedback.filters.dedupe import Deduplicator
+from wildfeedback.filters.errors import NerUnavailableError
 from wildfeedback.filters.language import DEFAULT_SAMPLE_CHARS, LanguageFilter
-from wildfeedback.filters.pii import NerUnavailableError, PiiRedactor
 from wildfeedback.filters.turns import MinUserTurns
 from wildfeedback.schema import Conversation
 
@@ -74,7 +73,10 @@ class FilterStage:
             self.steps.append(
                 LanguageFilter(config.languages, stage=self.name, sample_chars=config.language_sample_chars)
             )
+        # Dedupe (datasketch, scipy) and PII (phonenumbers) load only when switched on.
         if config.dedupe:
+            from wildfeedback.filters.dedupe import Deduplicator
+
             self.steps.append(
                 Deduplicator(
                     threshold=config.near_duplicate_threshold,
@@ -84,6 +86,8 @@ class FilterStage:
                 )
             )
         if config.redact_pii:
+            from wildfeedback.filters.pii import PiiRedactor
+
             self.steps.append(
                 PiiRedactor(
                     names=config.pii_names,

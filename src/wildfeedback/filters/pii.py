@@ -45,6 +45,7 @@ from typing import Any
 import phonenumbers
 
 from wildfeedback.engine.stage import Tally
+from wildfeedback.filters.errors import NerUnavailableError
 from wildfeedback.schema import Alternative, Conversation, Message
 
 PLACEHOLDERS = {"email": "[EMAIL]", "ip": "[IP]", "card": "[CARD]", "phone": "[PHONE]", "name": "[NAME]"}
@@ -53,10 +54,6 @@ DEFAULT_NER_MODELS = ("en_core_web_lg", "en_core_web_trf", "en_core_web_md", "en
 NO_NER_NOTE = "pii: names not redacted (no NER engine installed: {missing})"
 
 Span = tuple[int, int, str]  # start, end, kind
-
-
-class NerUnavailableError(RuntimeError):
-    """Names must be redacted (pii_names=True or a named ner_model) but no engine can be loaded."""
 
 
 # -- e-mail --------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""Errors of the filter stage, importable without loading the filters themselves."""
+
+
+class NerUnavailableError(RuntimeError):
+    """Names must be redacted (pii_names=True or a named ner_model) but no engine can be loaded."""
