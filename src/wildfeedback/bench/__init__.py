@@ -1,0 +1,1 @@
+"""Benchmarks on real labelled data, runnable from Python or the command line."""

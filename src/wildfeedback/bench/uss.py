@@ -1,0 +1,436 @@
+"""`bench uss`: the student detector on the USS dialogues (MWOZ, SGD, ReDial) against
+SPUR's published conversation-level numbers.
+
+Protocol, per test set X and seed:
+
+* X's dialogues are shuffled with the seed: 5% train (in-domain adaptation and
+  tuning of the conversation rule), 15% unused, 80% test.
+* The student is pretrained once per X on every *other* labelled source: the
+  other USS sets (CCPE included), IFLLM and OASST turns. No dialogue of X enters
+  pretraining. It is then adapted on X's 5% (a small logistic regression on the
+  pretrained model's logits, i.e. a per-domain recalibration), and the
+  conversation rule's two thresholds are tuned on out-of-fold predictions for the
+  same 5%. Nothing from the 80% test portion influences training, thresholds or
+  model choice.
+* Labels: a turn's label is the rounded mean of its annotators' ratings
+  (<= 2.5 DSAT, >= 3.5 SAT, else NEUTRAL) for user turns that follow a system
+  turn; a conversation's label is its first non-NEUTRAL turn's label (NEUTRAL if
+  none) — SPUR's rule, on these files' 1,000 dialogues per set, so the comparison
+  with the published figures is approximate.
+* Predicted conversation label: the label rule applied in probability — with
+  turn probabilities (S_t, D_t, N_t), P(conversation SAT) = sum_t S_t prod_{s<t} N_s,
+  likewise DSAT, P(NEUTRAL) = prod_t N_t — then the argmax after two log-biases
+  tuned on the 5% (out-of-fold predictions).
+
+Reported: conversation-level weighted precision / recall / F1 (mean ± std over
+seeds) beside the published baselines; turn-level weighted F1, accuracy and ECE;
+throughput (conversations/s, embedding included, nothing cached) and peak RSS of
+a fresh process running the student; and accuracy on a source left out of
+training (IFLLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wildfeedback.schema import Conversation
+from wildfeedback.signals.encoder import Encoder
+from wildfeedback.signals.labels import LABELS, LabelledTurn, examples_from, first_non_neutral
+from wildfeedback.signals.student import (
+    ConversationRule,
+    StudentDetector,
+    expected_calibration_error,
+    featurize,
+    first_non_neutral_probabilities,
+    fit_weights,
+)
+
+TEST_SETS = ("MWOZ", "SGD", "ReDial")
+USS_SETS = ("MWOZ", "SGD", "ReDial", "CCPE")
+# Published conversation-level weighted F1 (data README; SPUR, Lin et al. 2024).
+PUBLISHED = {
+    "SPUR (GPT-4, learned rubric)": {"MWOZ": 59.0, "SGD": 72.6, "ReDial": 66.3},
+    "GPT-4 zero-shot": {"MWOZ": 53.6, "SGD": 71.9, "ReDial": 57.0},
+    "ASAP": {"MWOZ": 52.5, "SGD": 66.3, "ReDial": 58.3},
+    "USDA": {"MWOZ": 35.3, "SGD": 61.3, "ReDial": 48.3},
+}
+DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    chosen = Path(path or os.environ.get("WILDFEEDBACK_DATA") or DEFAULT_DATA)
+    if not (chosen / "uss").is_dir():
+        raise FileNotFoundError(f"USS data not found under {chosen} (expected {chosen / 'uss'}/MWOZ.txt ...)")
+    return chosen
+
+
+def load(path: Path) -> list[Conversation]:
+    from wildfeedback.io.reader import read_conversations
+
+    return [c for c in read_conversations(path) if isinstance(c, Conversation)]
+
+
+def weighted_prf(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    p, r, f, _ = precision_recall_fscore_support(gold, predicted, labels=list(LABELS), average="weighted",
+                                                 zero_division=0)
+    return {"precision": 100 * p, "recall": 100 * r, "f1": 100 * f, "accuracy": 100 * accuracy_score(gold, predicted)}
+
+
+class _Data:
+    """Labelled turns of every source with their features, grouped by conversation."""
+
+    def __init__(self, root: Path, encoder: Encoder, sets: Sequence[str], limit: int | None,
+                 extra: Sequence[str]) -> None:
+        self.conversations: dict[str, list[Conversation]] = {}
+        for name in USS_SETS:
+            if name in sets or "uss" in extra:
+                conversations = load(root / "uss" / f"{name}.txt")
+                self.conversations[name] = conversations[:limit] if limit else conversations
+        if "ifllm" in extra and (root / "ifllm" / "query_logs_table.csv").exists():
+            self.conversations["ifllm"] = load(root / "ifllm" / "query_logs_table.csv")
+        if "oasst" in extra and (root / "oasst" / "en_100_tree.jsonl").exists():
+            self.conversations["oasst"] = load(root / "oasst" / "en_100_tree.jsonl")
+        self.examples: dict[str, list[LabelledTurn]] = {}
+        self.features: dict[str, np.ndarray] = {}
+        for name, conversations in self.conversations.items():
+            examples = examples_from(conversations)
+            self.examples[name] = examples
+            self.features[name] = featurize(examples, encoder)
+
+    def rows(self, name: str, conversation_ids: set[str]) -> np.ndarray:
+        return np.array([i for i, e in enumerate(self.examples[name]) if e.conversation_id in conversation_ids], dtype=int)
+
+
+def _conversation_probabilities(examples: Sequence[LabelledTurn], probabilities: np.ndarray,
+                                ids: Sequence[str]) -> list[np.ndarray]:
+    grouped: dict[str, list[np.ndarray]] = {i: [] for i in ids}
+    for e, p in zip(examples, probabilities, strict=True):
+        if e.conversation_id in grouped:
+            grouped[e.conversation_id].append(p)
+    return [np.array(grouped[i]).reshape(-1, 3) for i in ids]
+
+
+def tune_rule(probabilities: list[np.ndarray], gold: Sequence[str]) -> ConversationRule:
+    """The log-biases with the best weighted F1 on these conversations (ties: smallest biases)."""
+    grid = np.round(np.linspace(-2.0, 2.0, 21), 2)
+    base = [first_non_neutral_probabilities(p) for p in probabilities]
+    logs = np.log(np.array(base).reshape(-1, 3) + 1e-9)
+    best, best_key = ConversationRule(), (-1.0, 0.0)
+    for sat in grid:
+        for dsat in grid:
+            predicted = [LABELS[k] for k in (logs + np.array([sat, dsat, 0.0])).argmax(axis=1)]
+            f1 = weighted_prf(gold, predicted)["f1"]
+            key = (round(f1, 6), -abs(sat) - abs(dsat))
+            if key > best_key:
+                best, best_key = ConversationRule(float(sat), float(dsat)), key
+    return best
+
+
+def _logits(model: StudentDetector, x: np.ndarray) -> np.ndarray:
+    return model.logits(x)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Adapter:
+    """Per-domain recalibration: multinomial LR on the pretrained logits."""
+
+    def __init__(self, logits: np.ndarray, labels: Sequence[str], c: float = 1.0) -> None:
+        self.mean, self.scale, self.coef, self.intercept = fit_weights(logits, labels, c=c)
+
+    def proba(self, logits: np.ndarray) -> np.ndarray:
+        return _softmax(((logits - self.mean) / self.scale) @ self.coef.T + self.intercept)
+
+
+def _split(ids: Sequence[str], seed: int, train_frac: float, test_frac: float) -> tuple[list[str], list[str]]:
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_train = max(2, round(train_frac * len(ids)))
+    n_test = round(test_frac * len(ids))
+    shuffled = [ids[i] for i in order]
+    return shuffled[:n_train], shuffled[len(ids) - n_test:]
+
+
+def run_uss_bench(seeds: int = 5, *, sets: Sequence[str] = TEST_SETS, data: str | os.PathLike[str] | None = None,
+                  train_frac: float = 0.05, test_frac: float = 0.8, limit: int | None = None,
+                  extra: Sequence[str] = ("uss", "ifllm", "oasst"), adapt: bool = True, c: float = 0.0005,
+                  folds: int = 5, encoder: Encoder | None = None, throughput: int = 0,
+                  generalisation: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Run the benchmark; returns a dict of per-set, per-seed and summary results."""
+    root = data_dir(data)
+    encoder = encoder or Encoder()
+    started = time.perf_counter()
+    corpus = _Data(root, encoder, sets, limit, extra)
+    results: dict[str, Any] = {"protocol": {"seeds": seeds, "train_frac": train_frac, "test_frac": test_frac,
+                                            "limit": limit, "extra": list(extra), "adapt": adapt, "c": c},
+                               "sets": {}, "published": PUBLISHED}
+    for name in sets:
+        pool = [n for n in corpus.examples if n != name]
+        pool_x = np.vstack([corpus.features[n] for n in pool]) if pool else np.zeros((0, 0))
+        pool_y = [e.label for n in pool for e in corpus.examples[n]]
+        base = None
+        if pool_y:
+            base = StudentDetector(*fit_weights(pool_x, pool_y, c=c))
+        conversations = corpus.conversations[name]
+        ids = [conv.id for conv in conversations]
+        examples, x = corpus.examples[name], corpus.features[name]
+        gold_turn_by_conv: dict[str, list[str]] = {i: [] for i in ids}
+        for e in examples:
+            gold_turn_by_conv[e.conversation_id].append(e.label)
+        gold_conv = {i: first_non_neutral(gold_turn_by_conv[i]) for i in ids}
+        per_seed = []
+        for seed in range(seeds):
+            train_ids, test_ids = _split(ids, seed, train_frac, test_frac)
+            train_rows = corpus.rows(name, set(train_ids))
+            test_rows = corpus.rows(name, set(test_ids))
+            train_ex = [examples[i] for i in train_rows]
+            train_y = [e.label for e in train_ex]
+            if base is None:  # no other source: train on the 5% alone
+                model = StudentDetector(*fit_weights(x[train_rows], train_y, c=c))
+                oof = _out_of_fold(x[train_rows], train_ex, train_ids, folds, seed, c, base=None)
+
+                def proba(rows: np.ndarray, model: StudentDetector = model, x: np.ndarray = x) -> np.ndarray:
+                    return model.proba_features(x[rows])
+            elif adapt:
+                base_logits = _logits(base, x)
+                adapter = _Adapter(base_logits[train_rows], train_y)
+                oof = _out_of_fold(base_logits[train_rows], train_ex, train_ids, folds, seed, c, base=base)
+
+                def proba(rows: np.ndarray, adapter: _Adapter = adapter, z: np.ndarray = base_logits) -> np.ndarray:
+                    return adapter.proba(z[rows])
+            else:
+                oof = base.proba_features(x[train_rows])
+
+                def proba(rows: np.ndarray, base: StudentDetector = base, x: np.ndarray = x) -> np.ndarray:
+                    return base.proba_features(x[rows])
+            rule = tune_rule(_conversation_probabilities(train_ex, oof, train_ids), [gold_conv[i] for i in train_ids])
+            test_ex = [examples[i] for i in test_rows]
+            p_test = proba(test_rows)
+            conv_pred = [rule.label(p) for p in _conversation_probabilities(test_ex, p_test, test_ids)]
+            conv_metrics = weighted_prf([gold_conv[i] for i in test_ids], conv_pred)
+            turn_gold = [e.label for e in test_ex]
+            turn_pred = [LABELS[k] for k in p_test.argmax(axis=1)]
+            turn_metrics = weighted_prf(turn_gold, turn_pred)
+            turn_metrics["ece"] = 100 * expected_calibration_error(p_test, turn_gold)
+            per_seed.append({"seed": seed, "conversation": conv_metrics, "turn": turn_metrics,
+                             "rule": {"sat": rule.sat, "dsat": rule.dsat}, "n_train": len(train_ids),
+                             "n_test": len(test_ids), "n_test_turns": len(test_ex)})
+            if progress:
+                print(f"{name} seed {seed}: conversation F1 {conv_metrics['f1']:.1f}, turn F1 "
+                      f"{turn_metrics['f1']:.1f}, rule {rule}", file=sys.stderr, flush=True)
+        results["sets"][name] = {"seeds": per_seed, "summary": _summary(per_seed),
+                                 "gold_conversations": _distribution(gold_conv.values()),
+                                 "pretrained_on": pool}
+    if generalisation and "ifllm" in corpus.examples:
+        results["generalisation"] = _leave_source_out(corpus, "ifllm", c)
+    results["seconds"] = time.perf_counter() - started
+    if throughput:
+        results["throughput"] = measure_throughput(root, throughput)
+    return results
+
+
+def _out_of_fold(x: np.ndarray, train_ex: list[LabelledTurn], train_ids: list[str], folds: int, seed: int, c: float,
+                 base: StudentDetector | None) -> np.ndarray:
+    """Out-of-fold probabilities for the training dialogues (folds by dialogue)."""
+    order = np.random.default_rng(seed + 1000).permutation(len(train_ids))
+    fold_of = {train_ids[j]: k % folds for k, j in enumerate(order)}
+    fold = np.array([fold_of[e.conversation_id] for e in train_ex])
+    labels = np.array([e.label for e in train_ex])
+    out = np.zeros((len(train_ex), 3))
+    for k in range(folds):
+        held, kept = fold == k, fold != k
+        if not held.any():
+            continue
+        if base is not None:
+            out[held] = _Adapter(x[kept], labels[kept]).proba(x[held])
+        else:
+            out[held] = StudentDetector(*fit_weights(x[kept], labels[kept], c=c)).proba_features(x[held])
+    return out
+
+
+def _leave_source_out(corpus: _Data, held: str, c: float) -> dict[str, Any]:
+    """Train on every other source, test on all turns of `held`: generalisation to another kind of chat."""
+    pool = [n for n in corpus.examples if n != held]
+    model = StudentDetector(*fit_weights(np.vstack([corpus.features[n] for n in pool]),
+                                         [e.label for n in pool for e in corpus.examples[n]], c=c))
+    p = model.proba_features(corpus.features[held])
+    gold = [e.label for e in corpus.examples[held]]
+    predicted = [LABELS[k] for k in p.argmax(axis=1)]
+    majority = max(LABELS, key=gold.count)
+    # Binary view: is the predicted polarity (SAT vs not-SAT) right? IFLLM is mostly SAT.
+    return {
+        "held_out": held,
+        "trained_on": pool,
+        "n": len(gold),
+        "gold": _distribution(gold),
+        "predicted": _distribution(predicted),
+        "metrics": weighted_prf(gold, predicted),
+        "majority_label": majority,
+        "majority_accuracy": 100 * gold.count(majority) / max(len(gold), 1),
+        "ece": 100 * expected_calibration_error(p, gold),
+        "dsat_auc": _auc([g == "DSAT" for g in gold], p[:, 1]),
+        "sat_auc": _auc([g == "SAT" for g in gold], p[:, 0]),
+    }
+
+
+def _auc(positive: Sequence[bool], score: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(positive)) < 2:
+        return None
+    return 100 * float(roc_auc_score(positive, score))
+
+
+def _distribution(labels: Any) -> dict[str, int]:
+    labels = list(labels)
+    return {label: labels.count(label) for label in LABELS}
+
+
+def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for level in ("conversation", "turn"):
+        keys = per_seed[0][level].keys()
+        out[level] = {k: {"mean": float(np.mean([s[level][k] for s in per_seed])),
+                          "std": float(np.std([s[level][k] for s in per_seed]))} for k in keys}
+    return out
+
+
+# -- throughput ------------------------------------------------------------
+
+
+def measure_throughput(root: Path, n: int = 200, model: str | None = None) -> dict[str, Any]:
+    """Conversations/s and peak RSS of a fresh process that loads the student (and the
+    encoder) and labels `n` MWOZ dialogues, nothing cached. Threads: as torch chooses
+    on this machine (all cores)."""
+    command = [sys.executable, "-m", "wildfeedback.bench.uss", "--throughput-worker", str(n), "--data", str(root)]
+    if model:
+        command += ["--model", model]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _throughput_worker(root: Path, n: int, model: str | None) -> dict[str, Any]:
+    import resource
+
+    import torch
+
+    conversations = load(root / "uss" / "MWOZ.txt")[:n]
+    t0 = time.perf_counter()
+    student = StudentDetector.load(model, encoder=Encoder())
+    student.encoder.model  # noqa: B018 - load the encoder before timing
+    t1 = time.perf_counter()
+    signals = student.predict(conversations)
+    t2 = time.perf_counter()
+    return {
+        "conversations": len(conversations),
+        "turns": len(signals),
+        "load_seconds": t1 - t0,
+        "seconds": t2 - t1,
+        "conversations_per_s": len(conversations) / (t2 - t1),
+        "turns_per_s": len(signals) / (t2 - t1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+    }
+
+
+# -- printing --------------------------------------------------------------
+
+
+def render(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=170)
+    sets = list(results["sets"])
+    p = results["protocol"]
+    table = Table(title=f"USS conversation-level weighted P / R / F1 (%), {p['seeds']} seed(s), "
+                        f"{p['train_frac']:.0%} train / {p['test_frac']:.0%} test")
+    table.add_column("method")
+    for name in sets:
+        table.add_column(f"{name} P", justify="right")
+        table.add_column(f"{name} R", justify="right")
+        table.add_column(f"{name} F1", justify="right")
+
+    def cell(summary: dict[str, Any], key: str) -> str:
+        return f"{summary[key]['mean']:.1f} ± {summary[key]['std']:.1f}"
+
+    table.add_row("student (MiniLM + LR)", *[
+        x for name in sets for x in (cell(results["sets"][name]["summary"]["conversation"], k)
+                                     for k in ("precision", "recall", "f1"))])
+    for method, scores in PUBLISHED.items():
+        table.add_row(method + " [published]", *[x for name in sets for x in ("", "", f"{scores.get(name, '')}")])
+    console.print(table)
+
+    turns = Table(title="USS turn level (each user turn after a system turn), weighted, %")
+    turns.add_column("set")
+    for k in ("precision", "recall", "f1", "accuracy", "ece"):
+        turns.add_column(k, justify="right")
+    for name in sets:
+        summary = results["sets"][name]["summary"]["turn"]
+        turns.add_row(name, *(cell(summary, k) for k in ("precision", "recall", "f1", "accuracy", "ece")))
+    console.print(turns)
+
+    if "generalisation" in results:
+        g = results["generalisation"]
+        console.print(
+            f"Left-out source {g['held_out']} ({g['n']} turns, trained on {', '.join(g['trained_on'])}): "
+            f"accuracy {g['metrics']['accuracy']:.1f}% (majority {g['majority_label']} {g['majority_accuracy']:.1f}%), "
+            f"weighted F1 {g['metrics']['f1']:.1f}, ECE {g['ece']:.1f}, "
+            f"AUC SAT {_fmt(g['sat_auc'])} / DSAT {_fmt(g['dsat_auc'])}; gold {g['gold']}, predicted {g['predicted']}")
+    if "throughput" in results:
+        t = results["throughput"]
+        console.print(f"Throughput: {t['conversations_per_s']:.1f} conversations/s ({t['turns_per_s']:.0f} turns/s) "
+                      f"on {t['cpus']} CPU(s), peak RSS {t['peak_rss_mb']:.0f} MB "
+                      f"({t['conversations']} MWOZ dialogues, nothing cached; model load {t['load_seconds']:.1f} s)")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(prog="wildfeedback bench uss", description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--data", default=None, help="the shared data folder (default ../shared/data)")
+    parser.add_argument("--sets", nargs="+", default=list(TEST_SETS), choices=TEST_SETS + ("CCPE",))
+    parser.add_argument("--limit", type=int, default=None, help="first N dialogues of each USS set (quick runs)")
+    parser.add_argument("--no-extra", action="store_true", help="train on the in-domain 5%% only")
+    parser.add_argument("--no-adapt", action="store_true", help="no in-domain recalibration")
+    parser.add_argument("--throughput", type=int, default=200, help="dialogues for the throughput run (0: skip)")
+    parser.add_argument("--cache", default=None, help="an .npz embedding cache file (read and written)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--throughput-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.throughput_worker is not None:
+        print(json.dumps(_throughput_worker(data_dir(args.data), args.throughput_worker, args.model)))
+        return None
+    encoder = Encoder(cache_file=args.cache)
+    results = run_uss_bench(args.seeds, sets=args.sets, data=args.data, limit=args.limit,
+                            extra=() if args.no_extra else ("uss", "ifllm", "oasst"), adapt=not args.no_adapt,
+                            encoder=encoder, throughput=args.throughput, progress=True)
+    encoder.save_cache()
+    render(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

