@@ -19,6 +19,7 @@ from wildfeedback.llm import (
     call_structured,
     call_structured_sync,
     make_backend,
+    strict_schema,
 )
 
 
@@ -160,7 +161,7 @@ def test_structured_openai_response_format(server: ScriptedServer) -> None:
     body = server.stats()["last_body"]["j"]
     assert body["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "Verdict", "schema": Verdict.model_json_schema(), "strict": True},
+        "json_schema": {"name": "Verdict", "schema": strict_schema(Verdict), "strict": True},
     }
     assert "structured_outputs" not in body
 
@@ -170,7 +171,7 @@ def test_structured_vllm_extra_body(server: ScriptedServer) -> None:
     result = call_structured_sync(backend, user("[[key=v]] judge"), Verdict)
     assert result.ok
     body = server.stats()["last_body"]["v"]
-    assert body["structured_outputs"] == {"json": Verdict.model_json_schema()}
+    assert body["structured_outputs"] == {"json": strict_schema(Verdict)}
     assert "response_format" not in body
 
 

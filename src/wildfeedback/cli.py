@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from wildfeedback.commands import bench as bench_commands
+from wildfeedback.commands import signals as signals_commands
+from wildfeedback.commands.console import err, fail, out, progress_line
 from wildfeedback.engine import RunReport
 from wildfeedback.errors import BadRecordError
 from wildfeedback.filters import FilterConfig
@@ -33,13 +32,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
+app.add_typer(signals_commands.app, name="signals")
+app.add_typer(bench_commands.app, name="bench")
 
 
 def _languages(values: list[str] | None) -> list[str] | None:
@@ -71,7 +65,7 @@ def ingest(
     from wildfeedback.ingest import ingest as run_ingest
 
     if on_error not in ("fail", "skip"):
-        raise _fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
+        raise fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
     try:
         filters = FilterConfig(
             languages=_languages(lang),
@@ -81,8 +75,8 @@ def ingest(
             ner_model=ner_model,
         )
     except ValueError as error:
-        raise _fail(str(error), 2) from None
-    with _progress() as (progress, task):
+        raise fail(str(error), 2) from None
+    with progress_line() as (progress, task):
 
         def update(report: RunReport) -> None:
             rate = report.read / report.seconds if report.seconds else 0.0
@@ -104,21 +98,14 @@ def ingest(
             )
         except BadRecordError as error:
             progress.stop()
-            raise _fail(f"{error}\n(nothing was written; use --on-error skip to set bad records aside and go on)") from None
+            raise fail(f"{error}\n(nothing was written; use --on-error skip to set bad records aside and go on)") from None
         except (InputError, UnknownFormatError, ValueError, RuntimeError) as error:
             progress.stop()
-            raise _fail(str(error), 2) from None
+            raise fail(str(error), 2) from None
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         _print_report(report)
-
-
-@contextmanager
-def _progress() -> Iterator[tuple[Progress, TaskID]]:
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True)
-    with progress:
-        yield progress, progress.add_task("starting", total=None)
 
 
 def _print_report(report: RunReport) -> None:
@@ -168,7 +155,7 @@ def stats(
     try:
         result = corpus_stats(inputs, format=format).as_dict()
     except (InputError, UnknownFormatError) as error:
-        raise _fail(str(error), 2) from None
+        raise fail(str(error), 2) from None
     if as_json:
         print(json.dumps(result, indent=2))
         return

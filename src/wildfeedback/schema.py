@@ -168,3 +168,23 @@ class Signal(_Record):
     prompt_version: str | None = None
     source: str | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class SignalIssue(_Record):
+    """Why a detector has no (or a partial) reading of a conversation or turn.
+
+    Model output is bad input too: a reply that is not JSON, a label for a turn
+    that does not exist, a quote that is not in the user's words. Each such
+    problem is one of these records, written beside the signals and counted, so
+    nothing a detector discards vanishes silently.
+    """
+
+    conversation_id: str
+    turn_index: int | None = None
+    detector: str
+    kind: str = Field(description="invalid_json, validation, http, timeout, evidence_not_found, unknown_category, ...")
+    message: str
+    dropped: bool = Field(default=True, description="True when the label was discarded; False for a repaired one")
+    reply: str | None = Field(default=None, description="the model's raw reply, shortened")
+    model: str | None = None
+    prompt_version: str | None = None

@@ -141,12 +141,14 @@ def _detect(record: dict[str, Any]) -> RecordFormat | None:
 def _policy_problem(conversation: Conversation, fmt: Any, max_message_chars: int) -> str | None:
     allows_empty = bool(fmt is not None and fmt.allows_empty_messages)
     for message in conversation.messages:
-        if len(message.content) > max_message_chars:
+        content = message.content
+        if len(content) > max_message_chars:
             return (
-                f"message {message.index} ({message.role}) is {len(message.content):,} characters long, "
+                f"message {message.index} ({message.role}) is {len(content):,} characters long, "
                 f"over the limit of {max_message_chars:,} (--max-message-chars)"
             )
-        if not allows_empty and not message.content.strip():
+        # `not content.strip()` without copying every message: strip() removes exactly what isspace() matches.
+        if not allows_empty and (not content or content.isspace()):
             return f"message {message.index} ({message.role}) is empty"
     return None
 

@@ -39,6 +39,7 @@ from wildfeedback.llm.structured import (
     call_structured_many,
     call_structured_many_sync,
     call_structured_sync,
+    strict_schema,
 )
 from wildfeedback.llm.sync import run_sync
 
@@ -65,6 +66,7 @@ __all__ = [
     "gather_bounded",
     "make_backend",
     "run_sync",
+    "strict_schema",
 ]
 
 BASE_URL_ENV = "WILDFEEDBACK_BASE_URL"

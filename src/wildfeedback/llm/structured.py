@@ -55,6 +55,29 @@ class StructuredResult(Generic[T]):
         return self.completions[-1].text if self.completions else None
 
 
+def strict_schema(output_model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the form OpenAI's strict structured outputs accept.
+
+    Strict mode wants every object closed (`additionalProperties: false`) with
+    all its properties required, and no `default`; llama.cpp and vLLM accept
+    the same schema. Optional fields stay optional for validation: pydantic
+    still applies their defaults when a lenient server leaves them out.
+    """
+
+    def close(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: close(v) for k, v in node.items() if k != "default"}
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            return node
+        if isinstance(node, list):
+            return [close(v) for v in node]
+        return node
+
+    return close(output_model.model_json_schema())
+
+
 def parse_reply(text: str, output_model: type[T]) -> T | Failure:
     """Text to a validated object, or the `Failure` that says what is wrong with it."""
     try:
@@ -86,11 +109,11 @@ async def call_structured(
 ) -> StructuredResult[T]:
     """One structured call: a validated `output_model`, or a result with `.error`.
 
-    `json_schema` defaults to the model's own; pass one to meet a server's
-    stricter rules (OpenAI strict mode wants `additionalProperties: false`).
+    `json_schema` defaults to `strict_schema(output_model)`, which every server
+    we target accepts; pass one to ask for something else.
     """
     sampling = sampling or Sampling()
-    schema = json_schema if json_schema is not None else output_model.model_json_schema()
+    schema = json_schema if json_schema is not None else strict_schema(output_model)
     result: StructuredResult[T] = StructuredResult()
     attempts = 2 if repair else 1
     for attempt in range(attempts):

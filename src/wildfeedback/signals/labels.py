@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from wildfeedback.schema import Conversation, Message, SignalLabel
+from wildfeedback.schema import Conversation, Event, Message, SignalLabel
 
 LABELS: tuple[SignalLabel, ...] = ("SAT", "DSAT", "NEUTRAL")
 
@@ -53,6 +53,7 @@ class LabelledTurn:
     label: SignalLabel
     previous_user: str = ""  # the user's turn before the reply, if any
     position: int = 1  # 1 = first user turn after a reply, 2 = second, ...
+    categories: tuple[str, ...] = ()  # rubric categories, where the labels name them
 
 
 def rating_label(ratings: Iterable[float]) -> SignalLabel:
@@ -163,9 +164,46 @@ def oasst_examples(conversations: Iterable[Conversation]) -> list[LabelledTurn]:
     return out
 
 
+def product_feedback_label(reply: Message, events: Iterable[Event] = ()) -> SignalLabel | None:
+    """A product's own feedback on a reply: thumbs (on the message or as events), or
+    a 1-5 rating. Down / <= 2 -> DSAT, up / >= 4 -> SAT, 3 -> NEUTRAL; None: no feedback."""
+    thumbs = [reply.thumbs] if reply.thumbs else []
+    ratings = [reply.rating] if reply.rating is not None else []
+    for event in events:
+        if event.message_index != reply.index:
+            continue
+        if event.kind in ("thumbs_up", "thumbs_down"):
+            thumbs.append("up" if event.kind == "thumbs_up" else "down")
+        elif event.kind == "rating" and isinstance(event.value, int | float):
+            ratings.append(float(event.value))
+    if "down" in thumbs:
+        return "DSAT"
+    if "up" in thumbs:
+        return "SAT"
+    if ratings:
+        return likert_label(sum(ratings) / len(ratings))
+    return None
+
+
+def product_examples(conversation: Conversation) -> list[LabelledTurn]:
+    """Any source: the user turn after a reply that got thumbs or a rating takes that label."""
+    out = []
+    for turn, reply, previous_user, position in candidate_turns(conversation):
+        label = product_feedback_label(reply, conversation.events)
+        if label is not None:
+            out.append(
+                LabelledTurn(
+                    conversation.id, conversation.source, turn.index, reply.content, turn.content,
+                    label, previous_user, position,
+                )
+            )
+    return out
+
+
 def examples_from(conversations: Iterable[Conversation]) -> list[LabelledTurn]:
-    """Labelled examples from any mix of USS, IFLLM and OASST conversations; other
-    sources carry no turn-level satisfaction ground truth and give none."""
+    """Labelled examples from any mix of sources: the rules above for USS, IFLLM and
+    OASST; thumbs or ratings on replies for any other (`product_examples`). Sources
+    with no such ground truth give none."""
     out: list[LabelledTurn] = []
     oasst: list[Conversation] = []
     for conversation in conversations:
@@ -175,8 +213,23 @@ def examples_from(conversations: Iterable[Conversation]) -> list[LabelledTurn]:
             out.extend(ifllm_examples(conversation))
         elif conversation.source == "oasst":
             oasst.append(conversation)
+        else:
+            out.extend(product_examples(conversation))
     out.extend(oasst_examples(oasst))
     return out
+
+
+def conversation_label(conversation: Conversation) -> SignalLabel | None:
+    """A whole conversation's label from its ground truth: the first non-NEUTRAL
+    labelled turn's (SPUR's rule); for a conversation with only an overall rating
+    (USS's OVERALL row), that rating; None when it carries no feedback at all."""
+    labels = [e.label for e in examples_from([conversation])]
+    if labels:
+        return first_non_neutral(labels)
+    overall = conversation.metadata.get("overall_ratings") if conversation.metadata else None
+    if isinstance(overall, list) and overall and all(isinstance(v, int | float) for v in overall):
+        return rating_label(overall)  # type: ignore[arg-type]
+    return None
 
 
 def counts(examples: Iterable[LabelledTurn]) -> dict[str, dict[str, int]]:

@@ -29,6 +29,29 @@ class Category(BaseModel):
     description: str = Field(min_length=1)
 
 
+class Thresholds(BaseModel):
+    """How a learned rubric's overall score (sum of SAT weights minus sum of DSAT
+    weights) becomes a label: SAT above `sat_above`, DSAT below `dsat_below`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sat_above: float = 0.0
+    dsat_below: float = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.dsat_below > self.sat_above:
+            raise ValueError(f"dsat_below ({self.dsat_below}) must not exceed sat_above ({self.sat_above})")
+        return self
+
+    def label(self, score: float) -> str:
+        if score > self.sat_above:
+            return "SAT"
+        if score < self.dsat_below:
+            return "DSAT"
+        return "NEUTRAL"
+
+
 class Rubric(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -37,6 +60,13 @@ class Rubric(BaseModel):
     source: str | None = None
     sat: tuple[Category, ...] = Field(alias="SAT", min_length=1)
     dsat: tuple[Category, ...] = Field(alias="DSAT", min_length=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        data["SAT"] = [dict(c) for c in data["SAT"]]
+        data["DSAT"] = [dict(c) for c in data["DSAT"]]
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> Rubric:

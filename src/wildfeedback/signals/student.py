@@ -26,8 +26,11 @@ from typing import Any
 import numpy as np
 
 from wildfeedback.schema import Conversation, Signal, SignalLabel
-from wildfeedback.signals.encoder import MODEL_NAME, Encoder, shared_encoder
+from wildfeedback.signals.base import Outcome
+from wildfeedback.signals.categories import CategoryHeads, ZeroShotCategories
+from wildfeedback.signals.encoder import DIM, MODEL_NAME, Encoder, shared_encoder
 from wildfeedback.signals.labels import LABELS, LabelledTurn, candidate_turns
+from wildfeedback.signals.rubric import Rubric, load_rubric
 
 DETECTOR = "student"
 FEATURE_VERSION = "student-features/1"
@@ -69,7 +72,7 @@ def featurize(examples: Sequence[LabelledTurn], encoder: Encoder | None = None) 
     """One row per example: [u, v, |u-v|, u*v, text features]."""
     encoder = encoder or shared_encoder()
     if not examples:
-        return np.zeros((0, 4 * 384 + N_TEXT_FEATURES), dtype=np.float32)
+        return np.zeros((0, 4 * DIM + N_TEXT_FEATURES), dtype=np.float32)
     u = encoder.encode([e.context for e in examples])
     v = encoder.encode([e.text for e in examples])
     p = encoder.encode([e.previous_user for e in examples])
@@ -122,6 +125,7 @@ class StudentDetector:
     rule: ConversationRule = field(default_factory=ConversationRule)
     info: dict[str, Any] = field(default_factory=dict)
     encoder: Encoder | None = field(default=None, repr=False)
+    categories: CategoryHeads | None = None  # trained on labels that name categories, else zero-shot
 
     # -- probabilities -------------------------------------------------
     def logits(self, features: np.ndarray) -> np.ndarray:
@@ -139,32 +143,60 @@ class StudentDetector:
         return self.proba_features(featurize(examples, self.encoder))
 
     # -- signals -------------------------------------------------------
-    def predict(self, conversations: Iterable[Conversation]) -> list[Signal]:
-        """A Signal for every user turn that follows an assistant reply."""
+    def predict(self, conversations: Iterable[Conversation], rubric: Rubric | None = None) -> list[Signal]:
+        """A Signal for every user turn that follows an assistant reply.
+
+        Categories for SAT / DSAT turns come from the trained category heads when
+        the model has them, else zero-shot from `rubric` (default: the shipped one):
+        the rubric category of the label's polarity whose description is nearest
+        to the user turn in embedding space. `metadata.categories_by` says which.
+        """
         conversations = list(conversations)
         turns = turns_of(conversations)
         if not turns:
             return []
-        probabilities = self.predict_proba(turns)
+        features = featurize(turns, self.encoder)
+        probabilities = self.proba_features(features)
+        labels = [LABELS[int(np.argmax(p))] for p in probabilities]
+        if self.categories is not None:
+            chosen, scores = self.categories.choose(self.categories.proba((features - self.mean) / self.scale), labels)
+            by = "trained"
+        else:
+            zero_shot = ZeroShotCategories.for_rubric(rubric or load_rubric(), self.encoder or shared_encoder())
+            chosen, scores = zero_shot.choose(features[:, DIM : 2 * DIM], labels)
+            by = "zero-shot"
         sources = {c.id: c.source for c in conversations}
         signals = []
-        for turn, p in zip(turns, probabilities, strict=True):
-            k = int(np.argmax(p))
-            label = LABELS[k]
+        for turn, p, label, categories, score in zip(turns, probabilities, labels, chosen, scores, strict=True):
+            metadata: dict[str, Any] = {
+                "probabilities": {name: round(float(x), 6) for name, x in zip(LABELS, p, strict=True)}
+            }
+            if label != "NEUTRAL":
+                metadata["categories_by"] = by
+                metadata["category_scores"] = score
             signals.append(
                 Signal(
                     conversation_id=turn.conversation_id,
                     turn_index=turn.turn_index,
                     label=label,
+                    categories=categories,
                     evidence=evidence_for(turn.text, label),
-                    confidence=float(np.clip(p[k], 0.0, 1.0)),
+                    confidence=float(np.clip(p.max(), 0.0, 1.0)),
                     detector=DETECTOR,
                     model=self.info.get("name", "student"),
                     source=sources.get(turn.conversation_id),
-                    metadata={"probabilities": {name: round(float(x), 6) for name, x in zip(LABELS, p, strict=True)}},
+                    metadata=metadata,
                 )
             )
         return signals
+
+    def detect(self, conversations: Iterable[Conversation]) -> Outcome:
+        """The `Detector` interface: every turn gets a signal, nothing can fail per row."""
+        return Outcome(signals=self.predict(conversations))
+
+    @property
+    def name(self) -> str:
+        return DETECTOR
 
     def conversation_labels(self, conversations: Sequence[Conversation]) -> list[SignalLabel]:
         turns = turns_of(conversations)
@@ -178,13 +210,16 @@ class StudentDetector:
     def save(self, path: str | Path) -> Path:
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            directory / "student.npz",
-            mean=self.mean.astype(np.float32),
-            scale=self.scale.astype(np.float32),
-            coef=self.coef.astype(np.float32),
-            intercept=self.intercept.astype(np.float32),
-        )
+        arrays = {
+            "mean": self.mean.astype(np.float32),
+            "scale": self.scale.astype(np.float32),
+            "coef": self.coef.astype(np.float32),
+            "intercept": self.intercept.astype(np.float32),
+        }
+        if self.categories is not None:
+            arrays["category_coef"] = self.categories.coef.astype(np.float32)
+            arrays["category_intercept"] = self.categories.intercept.astype(np.float32)
+        np.savez_compressed(directory / "student.npz", **arrays)
         meta = {
             "format": "wildfeedback-student/1",
             "encoder": MODEL_NAME,
@@ -194,6 +229,8 @@ class StudentDetector:
             "rule": {"sat": self.rule.sat, "dsat": self.rule.dsat},
             "info": self.info,
         }
+        if self.categories is not None:
+            meta["categories"] = [list(pair) for pair in self.categories.names]
         (directory / "student.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -209,12 +246,20 @@ class StudentDetector:
                              f"this code reads {FEATURE_VERSION} / {list(LABELS)}")
         with np.load(weights_path, allow_pickle=False) as weights:
             arrays = {k: weights[k].astype(np.float64) for k in ("mean", "scale", "coef", "intercept")}
+            categories = None
+            if "categories" in meta:
+                categories = CategoryHeads(
+                    names=[(polarity, name) for polarity, name in meta["categories"]],
+                    coef=weights["category_coef"].astype(np.float64),
+                    intercept=weights["category_intercept"].astype(np.float64),
+                )
         return cls(
             **arrays,
             temperature=float(meta.get("temperature", 1.0)),
             rule=ConversationRule(**meta.get("rule", {})),
             info=meta.get("info", {}),
             encoder=encoder,
+            categories=categories,
         )
 
 
@@ -282,15 +327,22 @@ def fit_weights(features: np.ndarray, labels: Sequence[str], sample_weight: np.n
 
 def train_student(examples: Sequence[LabelledTurn], *, sample_weight: Sequence[float] | np.ndarray | None = None,
                   c: float = 0.0005, encoder: Encoder | None = None, features: np.ndarray | None = None,
-                  rule: ConversationRule | None = None, info: dict[str, Any] | None = None) -> StudentDetector:
-    """Fit a student on labelled turns. `features` may be passed when already computed."""
+                  rule: ConversationRule | None = None, info: dict[str, Any] | None = None,
+                  rubric: Rubric | None = None) -> StudentDetector:
+    """Fit a student on labelled turns. `features` may be passed when already computed.
+
+    Where examples name rubric categories (labels distilled from the LLM
+    detector, say), a head per category of `rubric` is trained too."""
     if not examples:
         raise ValueError("no examples to train on")
     x = features if features is not None else featurize(examples, encoder)
     weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     mean, scale, coef, intercept = fit_weights(x, [e.label for e in examples], weights, c=c)
+    heads = None
+    if any(e.categories for e in examples):
+        heads = CategoryHeads.fit((x - mean) / scale, [e.categories for e in examples], rubric or load_rubric())
     return StudentDetector(mean, scale, coef, intercept, rule=rule or ConversationRule(), info=dict(info or {}),
-                           encoder=encoder)
+                           encoder=encoder, categories=heads)
 
 
 def fit_temperature(logits: np.ndarray, labels: Sequence[str]) -> float:

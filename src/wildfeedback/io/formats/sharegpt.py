@@ -37,11 +37,13 @@ class ShareGPT(RecordFormat):
                 "content": text_of(turn.get("value"), index, field="value"),
                 "index": index,
             }
-            extra = {k: v for k, v in turn.items() if k not in ("from", "value")}
-            if speaker not in _PLAIN_NAMES:
-                extra["from"] = speaker
-            if extra:
-                message["metadata"] = jsonable(extra)
+            # Most turns carry only from/value under a plain name: no metadata to build.
+            if len(turn) > 2 or speaker not in _PLAIN_NAMES:
+                extra = {k: v for k, v in turn.items() if k not in ("from", "value")}
+                if speaker not in _PLAIN_NAMES:
+                    extra["from"] = speaker
+                if extra:
+                    message["metadata"] = jsonable(extra)
             messages.append(message)
         metadata = jsonable({k: v for k, v in record.items() if k not in ("id", "conversations")})
         conversation_id = record.get("id")

@@ -1,0 +1,1 @@
+"""Command groups of the `wildfeedback` CLI, one module each; `cli.py` mounts them."""

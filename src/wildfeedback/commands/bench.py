@@ -1,0 +1,17 @@
+"""`wildfeedback bench ...`: benchmarks that print measured figures with the machine."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Benchmarks against published figures.", no_args_is_help=True)
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def uss(ctx: typer.Context) -> None:
+    """Student and LLM detectors on the USS dialogues beside SPUR's published F1 (--help for options)."""
+    from wildfeedback.bench.uss import main
+
+    main(ctx.args)

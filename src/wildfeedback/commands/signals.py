@@ -1,0 +1,210 @@
+"""`wildfeedback signals ...`: find the feedback in conversations, train the student, learn a rubric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from wildfeedback.commands.console import (
+    BaseUrlOption,
+    CacheOption,
+    ConcurrencyOption,
+    LLMOption,
+    NoCacheOption,
+    err,
+    fail,
+    progress_line,
+)
+from wildfeedback.engine import RunReport
+from wildfeedback.errors import BadRecordError
+from wildfeedback.io.reader import UnknownFormatError
+from wildfeedback.io.sources import InputError
+
+app = typer.Typer(help="Find SAT / DSAT feedback in user turns; train the student; learn a rubric.", no_args_is_help=True)
+
+InputsArgument = Annotated[list[str], typer.Argument(help="Conversations: files, directories or globs in any supported format.")]
+FormatOption = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected if omitted.")]
+
+
+def _backend(llm: str, base_url: str | None, cache: str | None, no_cache: bool):  # type: ignore[no-untyped-def]
+    from wildfeedback.signals.detect import open_backend
+
+    try:
+        return open_backend(llm, base_url, False if no_cache else (cache or True))
+    except (ValueError, ImportError, FileNotFoundError) as error:
+        raise fail(str(error), 2) from None
+
+
+@app.command()
+def detect(
+    inputs: InputsArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Signals: .parquet or .jsonl.")] = ...,  # type: ignore[assignment]
+    detector: Annotated[str, typer.Option(help="student | llm | cascade | rubric")] = "student",
+    llm: LLMOption = "embedded",
+    base_url: BaseUrlOption = None,
+    rubric: Annotated[Optional[str], typer.Option(help="Rubric: a shipped name or a YAML file (learned rubrics for --detector rubric).")] = None,
+    student_model: Annotated[Optional[Path], typer.Option(help="A student model directory (default: the shipped one).")] = None,
+    threshold: Annotated[float, typer.Option(help="cascade: turns the student is less sure of than this go to the LLM.")] = 0.8,
+    format: FormatOption = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N conversations.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Conversations per batch.")] = 64,
+    concurrency: ConcurrencyOption = 8,
+    cache: CacheOption = None,
+    no_cache: NoCacheOption = False,
+    on_error: Annotated[str, typer.Option(help="Unreadable input records: fail, or skip to the errors file.")] = "fail",
+    issues: Annotated[Optional[Path], typer.Option(help="Model-output problems (default: OUTPUT.issues.jsonl).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Label every user turn SAT / DSAT / NEUTRAL with categories and the user's own words."""
+    from wildfeedback.signals.detect import DETECTORS, detect_signals, make_detector
+
+    if detector not in DETECTORS:
+        raise fail(f"--detector must be one of {', '.join(DETECTORS)}, not {detector!r}", 2)
+    if on_error not in ("fail", "skip"):
+        raise fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
+    backend = None if detector == "student" else _backend(llm, base_url, cache, no_cache)
+    options = {"concurrency": concurrency} if detector != "student" else {}
+    try:
+        built = make_detector(detector, backend=backend, rubric=rubric, student_model=student_model,
+                              threshold=threshold, **options)
+    except (ValueError, FileNotFoundError) as error:
+        raise fail(str(error), 2) from None
+    with progress_line() as (progress, task):
+
+        def update(report: RunReport) -> None:
+            rate = report.read / report.seconds if report.seconds else 0.0
+            progress.update(task, description=f"{report.read:,} conversations · {report.written:,} records · "
+                                              f"{report.rejected:,} rejected · {rate:,.1f} conv/s")
+
+        try:
+            report = detect_signals(inputs, output, built, format=format, on_error=on_error,  # type: ignore[arg-type]
+                                    issues_path=issues, batch_size=batch_size, limit=limit, progress=update)
+        except BadRecordError as error:
+            progress.stop()
+            raise fail(f"{error}\n(nothing was written; use --on-error skip to set bad records aside and go on)") from None
+        except (InputError, UnknownFormatError, ValueError) as error:
+            progress.stop()
+            raise fail(str(error), 2) from None
+    result = report.as_dict()
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"signals ({report.detector})", show_header=False, title_justify="left")
+    table.add_row("conversations", f"{report.run.read:,}" + (f" ({report.run.rejected:,} unreadable)" if report.run.rejected else ""))
+    table.add_row("signals", f"{report.signals:,} → {report.run.output}")
+    for what, count in report.run.stages.items():
+        table.add_row("", f"{count:,} × {what}")
+    table.add_row("issues", f"{report.issues:,} → {report.issues_file}")
+    if report.calls or report.usage:
+        usage = report.usage
+        table.add_row("LLM", f"{report.calls:,} calls asked, {usage.get('calls', 0):,} made, "
+                             f"{usage.get('total_tokens', 0):,} tokens spent"
+                             + (f", cache {report.cache['hits']:,} hits" if report.cache else ""))
+    if report.cascade:
+        c = report.cascade
+        table.add_row("cascade", f"{c['deferred_turns']:,} of {c['turns']:,} turns to the LLM; "
+                                 f"{c['llm_calls']:,} calls instead of {c['llm_only_calls']:,} "
+                                 f"({c['calls_saved_share']:.0%} saved), prompt characters "
+                                 f"{c['prompt_chars_saved_share']:.0%} saved")
+    table.add_row("time", f"{report.run.seconds:.1f} s")
+    err.print(table)
+
+
+@app.command()
+def train(
+    inputs: InputsArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.")] = ...,  # type: ignore[assignment]
+    signals: Annotated[Optional[Path], typer.Option(help="Labels from these signals (e.g. the LLM detector's) instead of the sources' own ratings.")] = None,
+    rubric: Annotated[str, typer.Option(help="Rubric whose categories the category heads learn.")] = "wildfeedback",
+    c: Annotated[float, typer.Option(help="Inverse L2 strength of the logistic regression.")] = 0.0005,
+    holdout: Annotated[float, typer.Option(help="Share of conversations held out for the reported metrics (0: none).")] = 0.2,
+    format: FormatOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
+) -> None:
+    """Train the student detector from labelled turns: ratings, thumbs, or another detector's signals."""
+    from wildfeedback.io.reader import read_conversations
+    from wildfeedback.io.records import RecordFileError, read_records
+    from wildfeedback.schema import Conversation, Signal
+    from wildfeedback.signals.labels import examples_from
+    from wildfeedback.signals.rubric import RubricError, load_rubric
+    from wildfeedback.signals.training import examples_from_signals, train_with_holdout
+
+    try:
+        conversations = [c_ for c_ in read_conversations(inputs, format=format) if isinstance(c_, Conversation)]
+        if signals is not None:
+            examples = examples_from_signals(conversations, read_records(signals, Signal))
+            origin = f"signals from {signals}"
+        else:
+            examples = examples_from(conversations)
+            origin = "the sources' own ratings and thumbs"
+        if not examples:
+            raise fail(f"no labelled turns in {len(conversations):,} conversations ({origin}); "
+                       "give sources with ratings or thumbs, or --signals", 2)
+        model, metrics = train_with_holdout(examples, c=c, holdout=holdout, rubric=load_rubric(rubric),
+                                            info={"name": output.name, "labels": origin})
+    except (InputError, UnknownFormatError, RecordFileError, RubricError) as error:
+        raise fail(str(error), 2) from None
+    model.save(output)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    err.print(f"trained on {len(examples):,} turns ({origin}) → {output}")
+    for source, row in metrics["trained_on"].items():
+        err.print(f"  {source}: SAT {row['SAT']:,} · DSAT {row['DSAT']:,} · NEUTRAL {row['NEUTRAL']:,}")
+    held = metrics.get("held_out")
+    if held:
+        err.print(f"held-out {held['n']:,} turns: accuracy {held['accuracy']}% (majority {held['majority_accuracy']}%), "
+                  f"weighted F1 {held['weighted_f1']}, ECE {held['ece']}%")
+    if model.categories is not None:
+        err.print(f"category heads: {', '.join(n for _, n in model.categories.names)}")
+
+
+@app.command("learn-rubric")
+def learn_rubric(
+    inputs: InputsArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The learned rubric, YAML.")] = ...,  # type: ignore[assignment]
+    llm: LLMOption = "embedded",
+    base_url: BaseUrlOption = None,
+    name: Annotated[str, typer.Option(help="The rubric's name.")] = "learned",
+    max_conversations: Annotated[int, typer.Option(help="At most this many labelled conversations (a seeded sample).")] = 200,
+    max_items: Annotated[int, typer.Option(help="Items per polarity.")] = 10,
+    seed: Annotated[int, typer.Option()] = 0,
+    format: FormatOption = None,
+    concurrency: ConcurrencyOption = 8,
+    cache: CacheOption = None,
+    no_cache: NoCacheOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Learn a rubric (SPUR) from conversations with thumbs or ratings, with its score thresholds."""
+    from wildfeedback.signals.learned_rubric import learn_rubric as run_learning
+
+    backend = _backend(llm, base_url, cache, no_cache)
+    try:
+        report = run_learning(inputs, backend, name=name, max_conversations=max_conversations, max_items=max_items,
+                              seed=seed, format=format, concurrency=concurrency)
+    except (InputError, UnknownFormatError, ValueError) as error:
+        raise fail(str(error), 2) from None
+    from wildfeedback.io.records import write_records
+    from wildfeedback.schema import SignalIssue
+    from wildfeedback.signals.detect import sibling
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report.rubric.to_yaml(), encoding="utf-8")
+    issues_file = sibling(output, "issues")
+    write_records(issues_file, SignalIssue, report.issues)
+    summary = {**report.summary(), "output": str(output), "issues_file": str(issues_file)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    err.print(f"rubric {report.rubric.id} → {output}")
+    err.print(f"  from {summary['conversations']} labelled conversations; {summary['llm_calls']} LLM calls; "
+              f"{summary['issues']} issues → {issues_file}")
+    err.print(f"  thresholds: SAT above {report.rubric.thresholds.sat_above:g}, DSAT below "
+              f"{report.rubric.thresholds.dsat_below:g} (training weighted F1 {summary['training_f1']:.1f})")
+    for polarity, items in (("SAT", report.rubric.sat), ("DSAT", report.rubric.dsat)):
+        for item in items:
+            err.print(f"  {polarity:<4} {item.name}: {item.description}", highlight=False)

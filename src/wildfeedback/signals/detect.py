@@ -1,0 +1,233 @@
+"""`detect_signals`: conversations in, signals and issues out, on the engine.
+
+The detector runs as a stage (a batch of conversations becomes a batch of
+`Signal` and `SignalIssue` records) in the local executor, which owns the
+progress display and the bad-input policy, as for `ingest`. A writer routes
+signals to the output file and issues to the issues file beside it.
+
+`make_detector` builds any of the four detectors from the CLI's words.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wildfeedback.engine import LocalExecutor, OnError, RunReport, Tally
+from wildfeedback.engine.local import ProgressCallback
+from wildfeedback.io.reader import read_conversations
+from wildfeedback.io.records import RecordWriter
+from wildfeedback.llm import Backend, make_backend
+from wildfeedback.llm.cache import CachedBackend
+from wildfeedback.schema import Conversation, Signal, SignalIssue
+from wildfeedback.signals.base import Detector
+
+DETECTORS = ("student", "llm", "cascade", "rubric")
+CACHE_ENV = "WILDFEEDBACK_CACHE"
+
+
+def default_cache_path() -> Path:
+    """`$WILDFEEDBACK_CACHE`, else `~/.cache/wildfeedback/llm-cache.sqlite`: one cache
+    for every run, so any rerun of any job replays what it already paid for."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "wildfeedback" / "llm-cache.sqlite"
+
+
+def open_backend(llm: str = "embedded", base_url: str | None = None, cache: str | os.PathLike[str] | None | bool = True,
+                 **options: Any) -> Backend:
+    """The CLI's `--llm` / `--base-url` / `--cache` as a backend (cached unless `cache` is False/None)."""
+    path = default_cache_path() if cache is True else (cache or None)
+    return make_backend(llm, base_url, cache=path, **options)
+
+
+def make_detector(
+    kind: str,
+    *,
+    backend: Backend | None = None,
+    rubric: str | os.PathLike[str] | None = None,
+    student_model: str | os.PathLike[str] | None = None,
+    threshold: float = 0.8,
+    **options: Any,
+) -> Detector:
+    """A detector by name. `backend` is needed by llm, cascade and rubric; `rubric`
+    (a shipped name or a YAML path) gives the llm detector its categories and the
+    rubric detector its learned items; `options` go to the LLM-side detector."""
+    from wildfeedback.signals.rubric import load_rubric
+
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    if kind == "student":
+        from wildfeedback.signals.student import StudentDetector
+
+        return StudentDetector.load(student_model)
+    if backend is None:
+        raise ValueError(f"the {kind} detector needs an LLM backend (--llm)")
+    if kind == "rubric":
+        from wildfeedback.signals.learned_rubric import RubricScorer
+
+        if rubric is None:
+            raise ValueError("the rubric detector scores with a learned rubric: pass --rubric FILE "
+                             "(made by `wildfeedback signals learn-rubric`)")
+        return RubricScorer(backend, rubric=load_rubric(rubric), **options)
+    from wildfeedback.signals.llm_detector import LLMDetector
+
+    llm = LLMDetector(backend, rubric=load_rubric(rubric or "wildfeedback"), **options)
+    if kind == "llm":
+        return llm
+    from wildfeedback.signals.cascade import CascadeDetector
+    from wildfeedback.signals.student import StudentDetector
+
+    return CascadeDetector(StudentDetector.load(student_model), llm, threshold=threshold)
+
+
+class DetectorStage:
+    """A detector as an engine stage: conversations -> signals + issues, tallied."""
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.name = detector.name
+        self.calls = 0
+
+    def __call__(self, batch: list[Conversation], tally: Tally) -> list[Signal | SignalIssue]:
+        outcome = self.detector.detect(batch)
+        self.calls += outcome.calls
+        for label, n in Counter(s.label for s in outcome.signals).items():
+            tally.add(self.name, f"{label} signals", n)
+        for issue in outcome.issues:
+            tally.add(self.name, f"issue {issue.kind}" + ("" if issue.dropped else " (label kept)"))
+        return [*outcome.signals, *outcome.issues]
+
+
+class SignalsWriter:
+    """Signals to one file, issues to another: the engine's `Writer` for this stage."""
+
+    def __init__(self, output: Path, issues: Path):
+        self.path = output
+        self.signals = RecordWriter(output, Signal)
+        self.issues = RecordWriter(issues, SignalIssue)
+
+    def write(self, batch: list[Any]) -> None:
+        self.signals.write(r for r in batch if isinstance(r, Signal))
+        self.issues.write(r for r in batch if isinstance(r, SignalIssue))
+
+    def close(self) -> None:
+        self.signals.close()
+        self.issues.close()
+
+    def abort(self) -> None:
+        self.signals.abort()
+        self.issues.abort()
+
+
+@dataclass
+class DetectReport:
+    run: RunReport
+    detector: str
+    signals: int
+    issues: int
+    issues_file: str
+    calls: int
+    usage: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+    cascade: dict[str, float] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "detector": self.detector,
+            "conversations": self.run.read,
+            "rejected_inputs": self.run.rejected,
+            "signals": self.signals,
+            "issues": self.issues,
+            "counts": self.run.stages,
+            "llm_calls": self.calls,
+            "tokens_spent": self.usage,
+            "cache": self.cache,
+            "output": self.run.output,
+            "issues_file": self.issues_file,
+            "errors_file": self.run.errors_file,
+            "rejected_by_reason": self.run.rejected_by_reason,
+            "seconds": round(self.run.seconds, 3),
+        }
+        if self.cascade is not None:
+            out["cascade"] = self.cascade
+        return out
+
+
+def sibling(output: Path, what: str) -> Path:
+    """`out/signals.parquet` -> `out/signals.{what}.jsonl`."""
+    name = output.name
+    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json", ".parquet", ".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return output.with_name(f"{name}.{what}.jsonl")
+
+
+def _limited(records: Iterable[Any], limit: int | None) -> Iterable[Any]:
+    taken = 0
+    for record in records:
+        if limit is not None and taken >= limit and isinstance(record, Conversation):
+            return
+        if isinstance(record, Conversation):
+            taken += 1
+        yield record
+
+
+def detect_signals(
+    inputs: Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    detector: Detector,
+    *,
+    format: str | None = None,
+    on_error: OnError = "fail",
+    errors_path: str | os.PathLike[str] | None = None,
+    issues_path: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    limit: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> DetectReport:
+    """Run `detector` over every conversation in `inputs`; signals go to `output`
+    (.parquet or .jsonl), model-output problems to `issues_path` (default
+    `OUTPUT.issues.jsonl`), unreadable input records to `errors_path` under skip."""
+    output = Path(output)
+    issues_file = Path(issues_path) if issues_path else sibling(output, "issues")
+    stage = DetectorStage(detector)
+    executor = LocalExecutor(
+        [stage],
+        batch_size=batch_size,
+        on_error=on_error,
+        errors_path=Path(errors_path) if errors_path else sibling(output, "errors"),
+        progress=progress,
+    )
+    writer = SignalsWriter(output, issues_file)
+    run = executor.run(_limited(read_conversations(list(inputs), format=format), limit), writer)
+    backend = _backend_of(detector)
+    report = DetectReport(
+        run=run,
+        detector=detector.name,
+        signals=writer.signals.count,
+        issues=writer.issues.count,
+        issues_file=str(issues_file),
+        calls=stage.calls,
+    )
+    if backend is not None:
+        report.usage = backend.usage.as_dict()
+        if isinstance(backend, CachedBackend):
+            report.cache = {"hits": backend.stats.hits, "misses": backend.stats.misses, "path": str(backend.cache.path)}  # type: ignore[dict-item]
+    stats = getattr(detector, "stats", None)
+    if stats is not None:
+        report.cascade = stats.as_dict()
+    return report
+
+
+def _backend_of(detector: Detector) -> Backend | None:
+    for candidate in (detector, getattr(detector, "llm", None)):
+        backend = getattr(candidate, "backend", None)
+        if isinstance(backend, Backend):
+            return backend
+    return None
