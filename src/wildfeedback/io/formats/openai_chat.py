@@ -1,7 +1,9 @@
 """OpenAI chat JSONL: `{"messages": [{"role", "content"}], "id"?, "metadata"?}`.
 
 The format of fine-tuning files and of most chat exports; content may be a
-string or a list of text parts.
+string or a list of text parts. Product feedback that exports put on a message
+is kept as the schema's labels: `"thumbs": "up" | "down"` and a numeric
+`"rating"`; a value of another shape stays in the message's metadata.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class OpenAIChat(RecordFormat):
 
     def convert(self, record: dict[str, Any], location: Location) -> Iterable[Conversation]:
         raw_messages = require(record, "messages", list)
-        messages = chat_turns(raw_messages, timestamp_key="timestamp")
+        messages = [_feedback_labels(m) for m in chat_turns(raw_messages, timestamp_key="timestamp")]
         metadata = record.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise RecordError(f"field 'metadata' must be an object, got {type(metadata).__name__}")
@@ -39,3 +41,17 @@ class OpenAIChat(RecordFormat):
                 "metadata": jsonable(metadata),
             }
         )
+
+
+def _feedback_labels(message: dict[str, Any]) -> dict[str, Any]:
+    extra = message.get("metadata")
+    if not extra:
+        return message
+    if extra.get("thumbs") in ("up", "down"):
+        message["thumbs"] = extra.pop("thumbs")
+    rating = extra.get("rating")
+    if isinstance(rating, int | float) and not isinstance(rating, bool):
+        message["rating"] = float(extra.pop("rating"))
+    if not extra:
+        del message["metadata"]
+    return message
