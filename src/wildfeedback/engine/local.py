@@ -8,9 +8,11 @@ under `skip` each one goes to the errors file with its reason.
 
 from __future__ import annotations
 
+import gc
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +71,25 @@ class ErrorsFile:
             self._file.close()
 
 
+@contextmanager
+def rare_cycle_collection(gen0: int = 100_000) -> Iterator[None]:
+    """Run the cyclic garbage collector rarely while records stream through.
+
+    Parsing and validating creates millions of short-lived objects; with Python's
+    default threshold (700 allocations) the collector scans them over and over,
+    although records hold no reference cycles and are freed by reference counting
+    the moment a batch is written. Measured on ShareGPT ingest: ~15% of the time.
+    Memory stays flat (the benchmark's peak-RSS ratio checks it); the thresholds
+    are restored afterwards.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(gen0, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def _reason_key(reason: str) -> str:
     """Group reasons for the summary: numbers and quoted names made generic."""
     generic = re.sub(r"\d[\d,]*", "N", reason)
@@ -94,6 +115,10 @@ class LocalExecutor:
         self.progress = progress
 
     def run(self, records: Iterable[Any], writer: Writer) -> RunReport:
+        with rare_cycle_collection():
+            return self._run(records, writer)
+
+    def _run(self, records: Iterable[Any], writer: Writer) -> RunReport:
         report = RunReport(output=str(writer.path))
         tally = Tally()
         errors = ErrorsFile(self.errors_path if self.on_error == "skip" else None)

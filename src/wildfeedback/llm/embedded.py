@@ -12,9 +12,13 @@ within a few milliseconds (up to `max_batch_size`), groups it by sampling
 parameters, and runs one left-padded `generate` per group. Callers just use
 `complete_many(..., concurrency=N)`, and N concurrent requests become batches.
 
-There is no constrained decoding here: a JSON-schema request gets the keys it
-wants described in the prompt (the 135M model copies a raw schema instead of
-filling it), and `structured.call_structured` validates and repairs.
+A JSON-schema request is decoded under the schema: at every step only tokens
+that keep the output a valid prefix of a conforming JSON document are allowed
+(lm-format-enforcer's token enforcer over this tokenizer), so even the 135M model
+returns parseable JSON of the right shape. The keys are also described in the
+prompt (the model copies a raw schema instead of filling it), and
+`structured.call_structured` still validates: the constraint shapes the output,
+it does not make its content right.
 
 CPU threads: torch's OpenMP workers spin while they wait for each other, so when
 another process keeps a core busy, two threads on two cores run far slower than
@@ -26,8 +30,10 @@ machine pass `threads=1`; it calls `torch.set_num_threads`, which is process-wid
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import importlib.util
+import json
 import logging
 import queue
 import threading
@@ -120,6 +126,57 @@ class _Job:
     messages: Messages
     sampling: Sampling
     future: concurrent.futures.Future[Completion]
+    schema: str | None = None  # canonical JSON of the schema the output must follow
+
+
+_STOP = object()  # put on the queue to end the worker
+_enforcer_data: dict[int, Any] = {}
+
+
+def _tokenizer_data(tokenizer: Any) -> Any:
+    """lm-format-enforcer's view of the vocabulary: every token's text and whether it
+    starts a word. Built once per tokenizer (a few seconds for 49k tokens)."""
+    key = id(tokenizer)
+    if key not in _enforcer_data:
+        import functools
+
+        from lmformatenforcer import TokenEnforcerTokenizerData
+
+        special = set(tokenizer.all_special_ids)
+        zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+        regular = []
+        for index in range(len(tokenizer)):
+            if index in special:
+                continue
+            after_zero = tokenizer.decode([zero, index])[1:]
+            regular.append((index, after_zero, len(after_zero) > len(tokenizer.decode([index]))))
+        decode = functools.partial(_decode_clean, tokenizer)
+        _enforcer_data[key] = TokenEnforcerTokenizerData(regular, decode, tokenizer.eos_token_id, False, len(tokenizer))
+    return _enforcer_data[key]
+
+
+def _decode_clean(tokenizer: Any, tokens: list[int]) -> str:
+    return tokenizer.decode(tokens).rstrip("\ufffd")
+
+
+def _schema_constraint(tokenizer: Any, schemas: list[str | None]) -> Any:
+    """A `prefix_allowed_tokens_fn` that keeps row i inside schema i (None: free text),
+    or None when no row has a schema or lm-format-enforcer is not installed."""
+    if not any(schemas) or importlib.util.find_spec("lmformatenforcer") is None:
+        return None
+    from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+    data = _tokenizer_data(tokenizer)
+    enforcers = [TokenEnforcer(data, JsonSchemaParser(json.loads(s))) if s else None for s in schemas]
+    everything = list(range(len(tokenizer)))
+
+    def allowed(row: int, tokens: Any) -> list[int]:
+        enforcer = enforcers[row]
+        if enforcer is None:
+            return everything
+        return enforcer.get_allowed_tokens(tokens.tolist()).allowed_tokens
+
+    return allowed
 
 
 def _text_of(content: Any) -> str:
@@ -162,10 +219,12 @@ class EmbeddedBackend(Backend):
     async def complete(
         self, messages: Messages, *, sampling: Sampling, json_schema: dict[str, Any] | None = None
     ) -> Completion:
+        schema = None
         if json_schema is not None:
             messages = with_json_instruction(messages, json_schema, style="keys")
+            schema = json.dumps(json_schema, sort_keys=True)
         messages = [{"role": m.get("role", "user"), "content": _text_of(m.get("content"))} for m in messages]
-        job = _Job(messages, sampling, concurrent.futures.Future())
+        job = _Job(messages, sampling, concurrent.futures.Future(), schema)
         self._ensure_worker()
         self._queue.put(job)
         completion = await asyncio.wrap_future(job.future)
@@ -177,10 +236,22 @@ class EmbeddedBackend(Backend):
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="wildfeedback-embedded", daemon=True)
                 self._worker.start()
+                atexit.register(self.stop)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the worker thread finish its batch and end. Called at exit: a thread
+        still inside torch while the interpreter tears down can abort the process."""
+        worker = self._worker
+        if worker is not None and worker.is_alive():
+            self._queue.put(_STOP)  # type: ignore[arg-type]
+            worker.join(timeout)
 
     def _work(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
             deadline = time.monotonic() + self.batch_wait
             while len(batch) < self.max_batch_size:
                 remaining = deadline - time.monotonic()
@@ -188,11 +259,14 @@ class EmbeddedBackend(Backend):
                     job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if job is _STOP:
+                    self._queue.put(job)  # end after this batch
+                    break
                 batch.append(job)
             live = [job for job in batch if job.future.set_running_or_notify_cancel()]  # drop cancelled
-            groups: dict[Sampling, list[_Job]] = {}  # one generate() call per decoding setup
+            groups: dict[tuple[Sampling, bool], list[_Job]] = {}  # one generate() call per decoding setup
             for job in live:
-                groups.setdefault(job.sampling, []).append(job)
+                groups.setdefault((job.sampling, job.schema is not None), []).append(job)
             for jobs in groups.values():
                 try:
                     self._generate(jobs)
@@ -234,6 +308,9 @@ class EmbeddedBackend(Backend):
                 torch.manual_seed(sampling.seed)
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+        constraint = _schema_constraint(tokenizer, [job.schema for job, _ in fitting])
+        if constraint is not None:
+            kwargs["prefix_allowed_tokens_fn"] = constraint
         if self.threads is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         with torch.inference_mode():

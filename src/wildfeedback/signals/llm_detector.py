@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync
+from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync, strict_schema
 from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.llm.structured import StructuredResult
 from wildfeedback.prompts import Prompt, load_prompt
@@ -49,9 +49,10 @@ DETECTOR = "llm"
 class TurnReading(BaseModel):
     turn_index: int = Field(description="the index of the user message")
     label: Literal["SAT", "DSAT", "NEUTRAL"]
-    categories: list[str] = Field(default_factory=list, description="category names from the rubric")
-    evidence: str = Field(default="", description="the user's exact words that show the feedback")
-    rationale: str = Field(default="", description="one short sentence")
+    # Bounds keep a small model's runaway output short when it is decoded under the schema.
+    categories: list[str] = Field(default_factory=list, max_length=4, description="category names from the rubric")
+    evidence: str = Field(default="", max_length=400, description="the user's exact words that show the feedback")
+    rationale: str = Field(default="", max_length=300, description="one short sentence")
 
 
 class ConversationReading(BaseModel):
@@ -111,6 +112,19 @@ class LLMDetector:
             "sat_categories": _category_lines(self.rubric, "SAT"),
             "dsat_categories": _category_lines(self.rubric, "DSAT"),
         }
+        self._names = [c.name for c in (*self.rubric.sat, *self.rubric.dsat)]
+
+    def schema(self, window: Sequence[int]) -> dict:
+        """The reply's JSON schema for one call: one entry per turn asked for, turn
+        indices limited to those turns and category names to the rubric's, so a server (or the embedded model)
+        that decodes under the schema cannot name anything else. The reply is still
+        checked as if it could: lenient servers ignore schemas."""
+        schema = strict_schema(ConversationReading)
+        turn = schema["$defs"]["TurnReading"]["properties"]
+        turn["turn_index"]["enum"] = list(window)
+        turn["categories"]["items"]["enum"] = self._names
+        schema["properties"]["turns"].update(minItems=len(window), maxItems=len(window))
+        return schema
 
     # -- prompts --------------------------------------------------------
     def requests(self, conversation: Conversation, turns: Sequence[int] | None = None) -> list[tuple[list[int], str]]:
@@ -164,9 +178,8 @@ class LLMDetector:
         if not jobs:
             return outcome
         calls = [
-            call_structured(
-                self.backend, [{"role": "user", "content": prompt}], ConversationReading, self._sampling(len(window))
-            )
+            call_structured(self.backend, [{"role": "user", "content": prompt}], ConversationReading,
+                            self._sampling(len(window)), json_schema=self.schema(window))
             for _, window, prompt in jobs
         ]
         results: list[StructuredResult[ConversationReading]] = run_sync(gather_bounded(calls, self.concurrency))
@@ -234,7 +247,7 @@ class LLMDetector:
                 issue("evidence_not_found", f"{label} evidence {reading.evidence[:120]!r} is not in the user's turn", index)
                 return None
         categories: list[str] = []
-        for name in reading.categories:
+        for name in dict.fromkeys(reading.categories):  # each name judged once
             resolved = self.rubric.resolve(name)
             if resolved is None:
                 issue("unknown_category", f"category {name[:60]!r} is not in rubric {self.rubric.id}", index, False)
