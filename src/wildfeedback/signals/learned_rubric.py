@@ -21,12 +21,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync
+from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync, strict_schema
 from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.llm.structured import StructuredResult
 from wildfeedback.prompts import load_prompt
@@ -79,10 +79,17 @@ class _Calls:
     def versioned(self, prompt_id: str) -> Backend:
         return self.backend.versioned(prompt_id) if isinstance(self.backend, CachedBackend) else self.backend
 
-    def run(self, prompt_id: str, prompts: Sequence[str], model: type[BaseModel], max_tokens: int) -> list[StructuredResult]:
+    def run(self, prompt_id: str, prompts: Sequence[str], model: type[BaseModel], max_tokens: int,
+            limits: dict[str, dict[str, Any]] | None = None) -> list[StructuredResult]:
+        """Structured calls, one per prompt. `limits` adds JSON-schema bounds per
+        property path ("items", "items.name", ...): servers that decode under the
+        schema stop where it says, while replies from lenient servers that go
+        beyond are still accepted (and trimmed by the caller)."""
         backend = self.versioned(prompt_id)
         sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-        calls = [call_structured(backend, [{"role": "user", "content": p}], model, sampling) for p in prompts]
+        schema = _bounded(strict_schema(model), limits or {})
+        calls = [call_structured(backend, [{"role": "user", "content": p}], model, sampling, json_schema=schema)
+                 for p in prompts]
         return run_sync(gather_bounded(calls, self.concurrency))
 
     def conversation(self, conversation: Conversation) -> str:
@@ -90,6 +97,21 @@ class _Calls:
         text = render_messages(messages, self.max_message_chars)
         hidden = len(conversation.messages) - len(messages)
         return f"[{hidden} earlier messages not shown]\n{text}" if hidden else text
+
+
+def _bounded(schema: dict, limits: dict[str, dict[str, Any]]) -> dict:
+    """`schema` with `limits` merged in at dotted property paths (through arrays and $refs)."""
+    defs = schema.get("$defs", {})
+    for path, bounds in limits.items():
+        node = schema
+        for name in path.split("."):
+            node = node["properties"][name]
+            if "items" in node and name != path.split(".")[-1]:
+                node = node["items"]
+            if "$ref" in node:
+                node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        node.update(bounds)
+    return schema
 
 
 def _issue(conversation_id: str, kind: str, message: str, result: StructuredResult | None, prompt_id: str,
@@ -131,7 +153,8 @@ class RubricLearner(_Calls):
         """Up to 3 reasons per conversation, pooled by polarity."""
         prompt = load_prompt("rubric_reasons")
         texts = [prompt.render(polarity_words=WORDS[p], conversation=self.conversation(c)) for c, p in labelled]
-        results = self.run(prompt.id, texts, Reasons, max_tokens=160)
+        results = self.run(prompt.id, texts, Reasons, max_tokens=200,
+                           limits={"reasons": {"maxItems": MAX_REASONS}})
         pooled: dict[str, list[str]] = {"SAT": [], "DSAT": []}
         issues = []
         for (conversation, polarity), result in zip(labelled, results, strict=True):
@@ -162,7 +185,9 @@ class RubricLearner(_Calls):
                               reasons="\n".join(f"- {r}" for r in batch))
                 for batch in batches
             ]
-            results = self.run(prompt.id, texts, Items, max_tokens=80 + 60 * self.max_items)
+            results = self.run(prompt.id, texts, Items, max_tokens=80 + 80 * self.max_items,
+                               limits={"items": {"minItems": 1, "maxItems": self.max_items},
+                                       "items.name": {"maxLength": 40}, "items.description": {"maxLength": 200}})
             calls += len(texts)
             items = []
             for number, result in enumerate(results):
@@ -253,8 +278,12 @@ class RubricScorer(_Calls):
         )
 
     def score(self, conversations: Sequence[Conversation]) -> tuple[list[ConversationScore | None], list[SignalIssue], int]:
+        n = len(self.ids)
         results = self.run(self.prompt.id, [self._text(c) for c in conversations], Scores,
-                           max_tokens=48 + 40 * len(self.ids))
+                           max_tokens=48 + 48 * n,
+                           limits={"items": {"minItems": n, "maxItems": n}, "items.id": {"enum": list(self.ids)},
+                                   "items.evidence": {"maxLength": 200},
+                                   "items.score": {"minimum": 0, "maximum": 10}})
         scores: list[ConversationScore | None] = []
         issues: list[SignalIssue] = []
         for conversation, result in zip(conversations, results, strict=True):
