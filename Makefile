@@ -27,6 +27,10 @@ demo: $(VENV)/.installed
 	$(BIN)/wildfeedback signals detect out/sharegpt.jsonl -o out/signals.parquet --limit 300
 
 test: $(VENV)/.installed-dev
+	@# headless Chromium for the report's browser test (Debian's package); without apt the test skips, saying why
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: the report's browser test will skip"
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev
