@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from wildfeedback.commands import bench as bench_commands
+from wildfeedback.commands import run as run_commands
 from wildfeedback.commands import signals as signals_commands
 from wildfeedback.commands.console import err, fail, out, progress_line
 from wildfeedback.engine import RunReport
@@ -32,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("run")(run_commands.run)
 app.add_typer(signals_commands.app, name="signals")
 app.add_typer(bench_commands.app, name="bench")
 

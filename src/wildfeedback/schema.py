@@ -188,3 +188,76 @@ class SignalIssue(_Record):
     reply: str | None = Field(default=None, description="the model's raw reply, shortened")
     model: str | None = None
     prompt_version: str | None = None
+
+
+class ChatTurn(_Record):
+    """One message of a prompt, in the shape chat templates and TRL read."""
+
+    role: Role
+    content: str
+
+
+PairKind = Literal["generated", "regenerated", "ranked", "pairwise", "corrected"]
+
+
+class PreferencePair(_Record):
+    """A chosen and a rejected reply to one prompt, and everything needed to trace it back.
+
+    `kind` says how it was made: `generated` (the user was dissatisfied with
+    `rejected`; `chosen` was written under the user's stated preferences),
+    `regenerated` (the reply the user kept against one it replaced), `ranked`
+    (siblings ranked by people, OASST), `pairwise` (a side-by-side choice, IFLLM /
+    HH-RLHF), `corrected` (a reply that drew dissatisfaction against the reply after
+    the user's correction that drew satisfaction: that reply answered a longer
+    prompt, given in `chosen_prompt`).
+    """
+
+    id: str
+    kind: PairKind
+    prompt: list[ChatTurn] = Field(min_length=1)
+    chosen: str
+    rejected: str
+    chosen_prompt: list[ChatTurn] | None = None
+    source: str | None = None
+    conversation_id: str
+    turn_index: int = Field(ge=0, description="index of the rejected reply in the conversation")
+    feedback_turn: int | None = Field(default=None, description="the user turn whose feedback made the pair")
+    categories: list[str] = Field(default_factory=list)
+    evidence: str | None = None
+    preferences: str | None = None
+    checklist: list[str] = Field(default_factory=list)
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    detector: str | None = None
+    generator: str | None = None
+    prompt_versions: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class UnpairedExample(_Record):
+    """One reply with a thumbs-up or thumbs-down from the conversation itself (KTO's data):
+    True where the user was satisfied with it, False where dissatisfied."""
+
+    id: str
+    prompt: list[ChatTurn] = Field(min_length=1)
+    completion: str
+    label: bool
+    source: str | None = None
+    conversation_id: str
+    turn_index: int = Field(ge=0, description="index of the reply in the conversation")
+    feedback_turn: int | None = None
+    categories: list[str] = Field(default_factory=list)
+    evidence: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    detector: str | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Dropped(_Record):
+    """A candidate the preference stages set aside, and why: every drop is counted and kept."""
+
+    conversation_id: str
+    turn_index: int | None = None
+    kind: str = Field(description="what was dropped: pair, unpaired, candidate")
+    stage: str
+    reason: str
+    detail: str | None = None

@@ -140,6 +140,7 @@ class LocalExecutor:
                     self._flush(batch, writer, tally, report, started)
                     batch = []
             self._flush(batch, writer, tally, report, started)
+            self._finish(writer, tally, report, started)
         except BaseException:
             writer.abort()
             errors.close()
@@ -152,8 +153,18 @@ class LocalExecutor:
             report.errors_file = str(errors.path)
         return report
 
-    def _flush(self, batch: list[Any], writer: Writer, tally: Tally, report: RunReport, started: float) -> None:
-        for stage in self.stages:
+    def _finish(self, writer: Writer, tally: Tally, report: RunReport, started: float) -> None:
+        """End of input: a stage that holds records back (one that groups records
+        spread over batches) gives them up through `finish`; they go through the
+        stages after it like any batch."""
+        for position, stage in enumerate(self.stages):
+            finish = getattr(stage, "finish", None)
+            if finish is not None:
+                self._flush(finish(tally), writer, tally, report, started, first=position + 1)
+
+    def _flush(self, batch: list[Any], writer: Writer, tally: Tally, report: RunReport, started: float,
+               first: int = 0) -> None:
+        for stage in self.stages[first:]:
             if not batch:
                 break
             batch = stage(batch, tally)

@@ -29,6 +29,10 @@ class Tally:
 
 
 class Stage(Protocol[Record]):
+    """A batch in, a batch out. A stage that must hold records back across batches
+    (to group records that belong together) may also define `finish(tally)`, which
+    the executor calls once at the end of the input to collect what it still holds."""
+
     name: str
 
     def __call__(self, batch: list[Record], tally: Tally) -> list[Record]: ...

@@ -140,7 +140,11 @@ class Deduplicator:
     def check(self, conversation: Conversation) -> str | None:
         """Why `conversation` repeats an earlier one ('exact duplicate', 'near duplicate'),
         or None, in which case it is remembered as seen."""
-        key, words = fingerprint(conversation)
+        return self.check_fingerprint(*fingerprint(conversation))
+
+    def check_fingerprint(self, key: bytes, words: list[str]) -> str | None:
+        """`check` for any record reduced to an exact-duplicate digest and the words
+        near-duplicate detection compares (preference pairs use it too)."""
         if key in self._seen:
             return "exact duplicate"
         self._seen.add(key)

@@ -1,10 +1,12 @@
 """Conversations rendered into prompts as delimited data, never as instructions.
 
-Every message goes inside `<message index=".." role="..">` tags. A user who
-writes `</message>` in a turn must not be able to close the tag and speak to the
-model as the prompt: the tag names inside content are neutralised (the `<` of
-`<message` / `</message` becomes `‹`). Nothing else in the text changes, so a
-quote the model copies from a turn is still found in the original.
+Every message goes inside `<message index=".." role="..">` tags (replies under
+judgement in `<reply_a>`..., a user's preferences in `<preferences>`...). A user
+who writes `</message>` in a turn must not be able to close the tag and speak to
+the model as the prompt: the names of our delimiting tags inside content are
+neutralised (the `<` of `<message` / `</message` becomes `‹`). Nothing else in
+the text changes, so a quote the model copies from a turn is still found in the
+original.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from collections.abc import Sequence
 
 from wildfeedback.schema import Message
 
-_TAG = re.compile(r"<(/?\s*message)", re.IGNORECASE)
+DELIMITERS = ("message", "reply_a", "reply_b", "preferences", "reasons", "request")
+_TAG = re.compile(r"<(/?\s*(?:" + "|".join(DELIMITERS) + r"))", re.IGNORECASE)
 ELISION = " [...] "
 
 
 def neutralise(text: str) -> str:
+    """`text` unable to open or close any of the tags prompts delimit data with."""
     return _TAG.sub(r"‹\1", text)
+
+
+def as_data(text: str, max_chars: int = 0) -> str:
+    """User content (a reply, a summary) ready to sit between delimiting tags."""
+    return neutralise(shorten(text, max_chars))
 
 
 def shorten(text: str, max_chars: int) -> str:

@@ -1,0 +1,1 @@
+"""Evaluation guided by checklists that come from the users' own feedback."""

@@ -1,0 +1,1 @@
+"""Preference data from feedback signals: candidates, generation, guards, exports."""
