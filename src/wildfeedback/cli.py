@@ -7,6 +7,7 @@ on stdout, so scripts can pipe them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,11 @@ from wildfeedback.filters import FilterConfig
 from wildfeedback.io.formats import REGISTRY
 from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, UnknownFormatError
 from wildfeedback.io.sources import InputError
+
+# The command line has its own progress line; the model libraries' bars (weights
+# loading, GGUF de-quantising, dataset saving) would only scroll it away.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(
     name="wildfeedback",

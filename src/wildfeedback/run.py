@@ -122,9 +122,12 @@ class _Cap:
     def __init__(self, limit: int | None):
         self.limit = limit
         self.seen = 0
+        self.received = 0  # what the filters let through
 
     def __call__(self, batch: list[Conversation], tally: Any) -> list[Conversation]:
+        self.received += len(batch)
         if self.limit is None:
+            self.seen += len(batch)
             return batch
         room = max(0, self.limit - self.seen)
         self.seen += min(room, len(batch))
@@ -202,7 +205,7 @@ def _funnel(run: RunReport, cap: _Cap, report: ReportData) -> dict[str, int]:
     pairs = sum(report.pair_kinds.values())
     return {
         "conversations read": run.read,
-        "kept by the filters": run.read - sum(v for k, v in counts.items() if k.startswith("filter")),
+        "kept by the filters": cap.received,
         "analysed (after the cap)": cap.seen,
         "user turns read by the detector": sum(report.labels.values()),
         "turns with feedback (SAT or DSAT)": report.labels["SAT"] + report.labels["DSAT"],

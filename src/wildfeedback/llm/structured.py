@@ -127,6 +127,11 @@ async def call_structured(
         if not isinstance(parsed, Failure):
             result.value, result.error = parsed, None
             return result
+        if completion.finish_reason == "length":
+            # Cut off at max_tokens: a repair at the same budget would be cut off again.
+            result.error = Failure(parsed.kind, f"the reply stopped at max_tokens={sampling.max_tokens} "
+                                                f"before the JSON was complete ({parsed.message})")
+            return result
         if attempt + 1 < attempts:
             messages = repair_messages(messages, completion.text, parsed)
         else:

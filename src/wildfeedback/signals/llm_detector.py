@@ -51,8 +51,8 @@ class TurnReading(BaseModel):
     label: Literal["SAT", "DSAT", "NEUTRAL"]
     # Bounds keep a small model's runaway output short when it is decoded under the schema.
     categories: list[str] = Field(default_factory=list, max_length=4, description="category names from the rubric")
-    evidence: str = Field(default="", max_length=400, description="the user's exact words that show the feedback")
-    rationale: str = Field(default="", max_length=300, description="one short sentence")
+    evidence: str = Field(default="", max_length=300, description="the user's exact words that show the feedback")
+    rationale: str = Field(default="", max_length=200, description="one short sentence")
 
 
 class ConversationReading(BaseModel):
@@ -91,9 +91,10 @@ class LLMDetector:
     """`detect(conversations)` -> signals and issues, through any `Backend`.
 
     `max_message_chars` caps each message inside the prompt (the middle is
-    elided); `max_prompt_chars` bounds a whole prompt, beyond which the turns
-    are split into windows. The defaults suit the embedded 135M model's context;
-    raise both for a large served model.
+    elided); `max_prompt_chars` and `max_turns_per_call` bound one call, beyond
+    which the turns are split into windows (each still labels several turns).
+    The defaults suit the embedded 135M model's context; raise them for a large
+    served model.
     """
 
     backend: Backend
@@ -101,6 +102,7 @@ class LLMDetector:
     prompt: Prompt = field(default_factory=lambda: load_prompt("feedback_detection"))
     max_message_chars: int = 1500
     max_prompt_chars: int = 12000
+    max_turns_per_call: int = 8
     context_messages: int = 4
     concurrency: int = 8
     name: str = DETECTOR
@@ -137,7 +139,8 @@ class LLMDetector:
         calls: list[tuple[list[int], str]] = []
         window: list[int] = []
         for turn in wanted:
-            if window and len(self._prompt(conversation, [*window, turn])) > self.max_prompt_chars:
+            full = len(window) >= self.max_turns_per_call
+            if window and (full or len(self._prompt(conversation, [*window, turn])) > self.max_prompt_chars):
                 calls.append((window, self._prompt(conversation, window)))
                 window = []
             window.append(turn)
@@ -158,7 +161,7 @@ class LLMDetector:
     def _sampling(self, n_turns: int) -> Sampling:
         """Greedy, with room for every turn's entry; budgets come in a few sizes so
         the embedded backend can batch calls with equal sampling together."""
-        needed = 64 + 110 * n_turns
+        needed = 64 + 160 * n_turns
         budget = next((b for b in (256, 512, 1024, 2048) if b >= needed), 4096)
         return Sampling(temperature=0.0, max_tokens=budget)
 

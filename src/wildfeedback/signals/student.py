@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from wildfeedback.prompts.conversation import shorten
 from wildfeedback.schema import Conversation, Signal, SignalLabel
 from wildfeedback.signals.base import Outcome
 from wildfeedback.signals.categories import CategoryHeads, ZeroShotCategories
@@ -33,7 +34,11 @@ from wildfeedback.signals.labels import LABELS, LabelledTurn, candidate_turns
 from wildfeedback.signals.rubric import Rubric, load_rubric
 
 DETECTOR = "student"
-FEATURE_VERSION = "student-features/1"
+FEATURE_VERSION = "student-features/2"
+# The reply is context for the user's reaction; its opening and its end (where a
+# reply asks the user something) carry what the reaction is about. Encoding only
+# those keeps the cost of a long LLM reply at ~120 word pieces instead of 256.
+REPLY_CHARS = 600
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "student"
 
 _WORD = re.compile(r"[a-z']+")
@@ -73,7 +78,7 @@ def featurize(examples: Sequence[LabelledTurn], encoder: Encoder | None = None) 
     encoder = encoder or shared_encoder()
     if not examples:
         return np.zeros((0, 4 * DIM + N_TEXT_FEATURES), dtype=np.float32)
-    u = encoder.encode([e.context for e in examples])
+    u = encoder.encode([shorten(e.context, REPLY_CHARS) for e in examples])
     v = encoder.encode([e.text for e in examples])
     p = encoder.encode([e.previous_user for e in examples])
     cos_reply = np.einsum("ij,ij->i", u, v)
