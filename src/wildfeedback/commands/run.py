@@ -38,6 +38,7 @@ def run(
     max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per generated reply (embedded default 256).")] = None,
     lang: Annotated[str, typer.Option(help="Keep these languages (comma-separated ISO codes; 'all' keeps every one).")] = "en",
     eval_set: Annotated[Optional[Path], typer.Option(help="Drop pairs whose prompt overlaps this evaluation set (n-grams).")] = None,
+    llm_moderation: Annotated[Optional[bool], typer.Option("--llm-moderation/--no-llm-moderation", help="Also ask the LLM whether a preference requests harm (default: on with a served LLM; the keyword lexicon always runs).")] = None,
     threshold: Annotated[float, typer.Option(help="cascade: turns the student is less sure of go to the LLM.")] = 0.8,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
@@ -54,7 +55,7 @@ def run(
     config = RunConfig(inputs=inputs, output=output, llm=llm, base_url=base_url, generator=generator,
                        generator_base_url=generator_base_url, detector=detector, mode=mode,  # type: ignore[arg-type]
                        max_conversations=max_conversations, max_pairs=max_pairs, max_tokens=max_tokens,
-                       languages=languages, eval_set=eval_set, threshold=threshold,
+                       languages=languages, eval_set=eval_set, llm_moderation=llm_moderation, threshold=threshold,
                        cache=False if no_cache else (cache or True), concurrency=concurrency, format=format)
     with progress_line() as (progress, task):
 
