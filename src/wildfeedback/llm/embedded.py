@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import hashlib
 import importlib.util
 import json
 import logging
@@ -63,6 +64,23 @@ def find_smollm2_gguf() -> Path:
     raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {list(spec.submodule_search_locations)}")
 
 
+def model_name(path: Path) -> str:
+    """The name recorded in provenance and cache keys. A GGUF file's name says what it
+    is; a trained directory's does not ("out/dpo" holds different weights after every
+    run), so it gets a fingerprint of its weights, and a retrained model never replays
+    the previous one's cached answers."""
+    if path.is_file():
+        return path.name.removesuffix(".gguf")
+    digest = hashlib.blake2b(digest_size=6)
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        size = weights.stat().st_size
+        with open(weights, "rb") as stream:
+            digest.update(str(size).encode() + stream.read(1 << 20))
+            stream.seek(max(0, size - (1 << 20)))
+            digest.update(stream.read())
+    return f"{path.name}@{digest.hexdigest()}"
+
+
 REQUIRED_MODULES = ("torch", "transformers", "gguf", "accelerate")
 
 
@@ -86,27 +104,20 @@ _loaded: dict[Path, LoadedModel] = {}
 _load_lock = threading.Lock()
 
 
-def load_model(gguf_path: Path) -> LoadedModel:
-    """Load (once per process) the model and tokenizer from a GGUF file, offline."""
-    gguf_path = Path(gguf_path).resolve()
+def load_model(path: Path) -> LoadedModel:
+    """Load (once per process) the model and tokenizer from a GGUF file or a
+    transformers directory (a model trained here), offline."""
+    path = Path(path).resolve()
     with _load_lock:
-        if gguf_path in _loaded:
-            return _loaded[gguf_path]
+        if path in _loaded:
+            return _loaded[path]
         check_dependencies()
         started = time.perf_counter()
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from wildfeedback.llm.local import load_causal_lm
 
-        directory, name = str(gguf_path.parent), gguf_path.name
-        # local_files_only: a local directory plus this flag means no hub lookups at all.
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, gguf_file=name, local_files_only=True, dtype=torch.float32
-        )
+        model, tokenizer = load_causal_lm(path)
         model.eval()
         tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
         eos = model.generation_config.eos_token_id
         eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or [tokenizer.eos_token_id]))
         loaded = LoadedModel(
@@ -116,8 +127,8 @@ def load_model(gguf_path: Path) -> LoadedModel:
             eos_ids=eos_ids,
             max_positions=int(getattr(model.config, "max_position_embeddings", 2048) or 2048),
         )
-        log.info("loaded %s in %.1f s", name, loaded.load_seconds)
-        _loaded[gguf_path] = loaded
+        log.info("loaded %s in %.1f s", path.name, loaded.load_seconds)
+        _loaded[path] = loaded
         return loaded
 
 
@@ -198,8 +209,8 @@ class EmbeddedBackend(Backend):
     ):
         """`batch_wait`: seconds the worker waits for more requests to join a batch.
         `threads`: torch CPU threads (process-wide); None leaves torch's default."""
-        self.gguf_path = Path(gguf_path) if gguf_path else find_smollm2_gguf()
-        self.model = self.gguf_path.name.removesuffix(".gguf")
+        self.gguf_path = Path(gguf_path) if gguf_path else find_smollm2_gguf()  # or a model directory
+        self.model = model_name(self.gguf_path)
         self.max_batch_size = max_batch_size
         self.batch_wait = batch_wait
         self.threads = threads

@@ -1,0 +1,1 @@
+"""Training through TRL: recipes as YAML data, one small module per concern."""
