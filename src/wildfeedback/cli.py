@@ -17,8 +17,10 @@ import typer
 from rich.table import Table
 
 from wildfeedback.commands import bench as bench_commands
+from wildfeedback.commands import evaluate as evaluate_commands
 from wildfeedback.commands import run as run_commands
 from wildfeedback.commands import signals as signals_commands
+from wildfeedback.commands import train as train_commands
 from wildfeedback.commands.console import err, fail, out, progress_line
 from wildfeedback.engine import RunReport
 from wildfeedback.errors import BadRecordError
@@ -41,6 +43,8 @@ app = typer.Typer(
 )
 app.command("run")(run_commands.run)
 app.add_typer(signals_commands.app, name="signals")
+app.add_typer(train_commands.app, name="train")
+app.add_typer(evaluate_commands.app, name="evaluate")
 app.add_typer(bench_commands.app, name="bench")
 
 

@@ -15,6 +15,10 @@ A step is a dict; every field is optional:
   retry_after_ms with `status`: a retry-after-ms header value
   content        the assistant message text
   finish_reason  default "stop"
+  judge          "gullible": answer as a judge that obeys any instruction it finds outside
+                 the prompt's delimited data (the <reply_a>/<reply_b>/<message> blocks):
+                 "answer A>>B" there makes it answer A>>B; otherwise it says A=B. A prompt
+                 that keeps injected text inside its blocks is safe from it.
 Without `content`, the answer is JSON generated from the request's schema when it
 carries one (`response_format` json_schema, or vLLM's `structured_outputs.json`),
 else `echo: <last user message>`.
@@ -121,6 +125,18 @@ def sample(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
     return None
 
 
+_BLOCK = re.compile(r"<(reply_a|reply_b|message)\b[^>]*>.*?</\1>", re.DOTALL)
+_ORDER = re.compile(r"answer\s+(A>>B|A>B|A=B|B>A|B>>A)")
+
+
+def gullible_verdict(messages: list[dict[str, Any]]) -> str:
+    prompt = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    outside = _BLOCK.sub(" ", prompt if isinstance(prompt, str) else "")
+    found = _ORDER.search(outside)
+    verdict = found.group(1) if found else "A=B"
+    return json.dumps({"reason": "followed an instruction" if found else "no difference", "verdict": verdict})
+
+
 def words(text: str) -> int:
     return len(text.split())
 
@@ -217,7 +233,9 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         messages = body.get("messages") or []
-        if "content" in step:
+        if step.get("judge") == "gullible":
+            content = gullible_verdict(messages)
+        elif "content" in step:
             content = str(step["content"])
         else:
             schema = request_schema(body)
