@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11+, package registries only):
-#   make demo   install, then ingest, describe and label the real ShareGPT conversations
+#   make demo   install, then run the main job on the real ShareGPT conversations (CPU)
 #   make test   install with test dependencies, then run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -22,9 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/wildfeedback ingest -o out/sharegpt.jsonl --on-error skip
-	$(BIN)/wildfeedback stats out/sharegpt.jsonl
-	$(BIN)/wildfeedback signals detect out/sharegpt.jsonl -o out/signals.parquet --limit 300
+	$(BIN)/wildfeedback run -o out/run
 
 test: $(VENV)/.installed-dev
 	@# headless Chromium for the report's browser test (Debian's package); without apt the test skips, saying why
