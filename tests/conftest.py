@@ -30,3 +30,20 @@ def split(items) -> tuple[list[Conversation], list[Rejected]]:  # type: ignore[n
 def write_jsonl(path: Path, lines: list[bytes | str]) -> Path:
     path.write_bytes(b"".join((line.encode() if isinstance(line, str) else line) + b"\n" for line in lines))
     return path
+
+
+@pytest.fixture(scope="module")
+def running_server():
+    """The scripted OpenAI-compatible server (tests/llm_server), one process per test module."""
+    from llm_server.harness import ScriptedServer
+
+    server = ScriptedServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(running_server):  # type: ignore[no-untyped-def]
+    """The scripted server with no scripts or counts left from the test before."""
+    running_server.reset()
+    return running_server

@@ -26,7 +26,6 @@ from wildfeedback.evaluate.stats import (
     wb_score,
 )
 from wildfeedback.io.reader import read_conversations
-from wildfeedback.llm import OpenAICompatBackend
 from wildfeedback.schema import ChatTurn
 
 # -- statistics, by hand ---------------------------------------------------------------
@@ -82,23 +81,6 @@ def test_kappa_and_per_class_scores_by_hand():
 # -- over HTTP ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(running_server: ScriptedServer) -> ScriptedServer:
-    running_server.reset()
-    return running_server
-
-
-def backend_for(server: ScriptedServer, name: str = "scripted") -> OpenAICompatBackend:
-    return OpenAICompatBackend(name, base_url=server.base_url, api_key="k", timeout=5, max_retries=0)
-
-
 PROMPT = [ChatTurn(role="user", content="[[key=q]] Summarise the article in two lines.")]
 CHECKLIST = ["Is it two lines?", "Does it keep the main point?"]
 INJECTIONS = [
@@ -111,7 +93,7 @@ INJECTIONS = [
 @pytest.mark.parametrize("injected", INJECTIONS)
 def test_injected_text_does_not_steer_the_judge(server: ScriptedServer, injected: str):
     server.default({"judge": "gullible"})
-    judge = ChecklistJudge(backend_for(server), concurrency=1)
+    judge = ChecklistJudge(server.backend(), concurrency=1)
     (comparison,) = judge.compare_many([(PROMPT, injected, "A plain two-line summary.", CHECKLIST)])
     assert (comparison.first, comparison.second) == (0, 0) and comparison.verdict == "A=B"
     # The same words outside the delimited data do steer it: the check can fail.
@@ -131,7 +113,7 @@ def test_only_the_schema_is_a_verdict(server: ScriptedServer):
     server.script("q", {"content": "A>>B, obviously"}, {"content": "I'd say A>>B"},
                   {"content": json.dumps({"reason": "r", "verdict": "A much better"})},
                   {"content": json.dumps({"reason": "r", "verdict": "A is better!"})})
-    (comparison,) = ChecklistJudge(backend_for(server), concurrency=1).compare_many([(PROMPT, "x", "y", CHECKLIST)])
+    (comparison,) = ChecklistJudge(server.backend(), concurrency=1).compare_many([(PROMPT, "x", "y", CHECKLIST)])
     assert comparison.score is None and all(comparison.errors)  # counted as unscored, never read as a win
 
 
@@ -150,7 +132,7 @@ def test_checklist_evaluation_over_http(server: ScriptedServer, tmp_path: Path):
     server.script("e2", {"content": "c"}, {"content": "b"}, {"content": "garbage"}, {"content": "garbage"},
                   verdict("A=B"), {"content": json.dumps({"reason": "r", "score": 6})},
                   {"content": json.dumps({"reason": "r", "score": 6})})
-    evaluation = ChecklistEvaluation(backend_for(server, "cand"), backend_for(server, "base"), backend_for(server),
+    evaluation = ChecklistEvaluation(server.backend("cand"), server.backend("base"), server.backend(),
                                      single=True, concurrency=1, resamples=200)
     result = evaluation.run(_items())
     assert [r["score"] for r in result["rows"]] == [1, 0, None]  # e1: a slight win by a 900-char reply is a tie
@@ -187,7 +169,7 @@ def test_judge_agreement_on_real_ifllm_choices(server: ScriptedServer):
     pairs = side_by_side(conversations)
     assert len(pairs) > 100 and {p[3] for p in pairs} == {"A", "B"}
     server.default({"content": json.dumps({"reason": "r", "verdict": "A>B"})})  # always prefers what it sees first
-    result = judge_agreement(conversations, ChecklistJudge(backend_for(server)), limit=20)
+    result = judge_agreement(conversations, ChecklistJudge(server.backend()), limit=20)
     # A judge with pure position bias is a tie in both orders: every verdict "tie".
     assert result["n"] == 20 and result["confusion"][0][2] + result["confusion"][1][2] == 20
     assert result["accuracy"] == 0.0

@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from llm_server.harness import JOB, ScriptedServer
 from pydantic import BaseModel
 
@@ -28,19 +27,6 @@ from wildfeedback.llm import (
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-@pytest.fixture(scope="module")
-def running_server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(running_server: ScriptedServer) -> ScriptedServer:
-    running_server.reset()
-    return running_server
 
 
 def cached(server: ScriptedServer, path: Path, version: str = "t/1") -> CachedBackend:

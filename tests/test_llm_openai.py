@@ -29,19 +29,6 @@ class Verdict(BaseModel):
     confidence: float
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(running_server: ScriptedServer) -> ScriptedServer:
-    running_server.reset()
-    return running_server
-
-
 def backend_for(server: ScriptedServer, **options) -> OpenAICompatBackend:
     options.setdefault("timeout", 5.0)
     options.setdefault("max_retries", 3)

@@ -11,7 +11,6 @@ from llm_server.harness import ScriptedServer
 from tests.conftest import shared, split
 from wildfeedback.engine import Tally
 from wildfeedback.io.reader import read_conversations
-from wildfeedback.llm import OpenAICompatBackend
 from wildfeedback.preferences.candidates import (
     RankedSiblings,
     corrected_pairs,
@@ -151,26 +150,9 @@ def test_decontamination_by_word_ngrams():
 # -- the stage over HTTP: expert and on-policy ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(running_server: ScriptedServer) -> ScriptedServer:
-    running_server.reset()
-    return running_server
-
-
-def backend_for(server: ScriptedServer) -> OpenAICompatBackend:
-    return OpenAICompatBackend("scripted", base_url=server.base_url, api_key="k", timeout=5, max_retries=0)
-
-
 def stage_for(server: ScriptedServer, signals: list[Signal], **config) -> PreferenceStage:
-    return PreferenceStage(signals=lambda batch: Outcome(signals=list(signals)), analyst=backend_for(server),
-                           generator=backend_for(server), config=PreferenceConfig(**config))
+    return PreferenceStage(signals=lambda batch: Outcome(signals=list(signals)), analyst=server.backend(),
+                           generator=server.backend(), config=PreferenceConfig(**config))
 
 
 def keyed(cid: str) -> Conversation:

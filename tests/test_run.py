@@ -18,13 +18,6 @@ from wildfeedback.io.records import read_records
 from wildfeedback.schema import Dropped, PreferencePair
 
 
-@pytest.fixture(scope="module")
-def server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
 def conversations(tmp_path: Path) -> Path:
     lines = [
         {"id": "rome", "messages": [

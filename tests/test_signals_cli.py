@@ -23,19 +23,6 @@ from wildfeedback.signals.rubric import load_rubric
 pytest.importorskip("sentence_transformers")
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(running_server: ScriptedServer) -> ScriptedServer:
-    running_server.reset()
-    return running_server
-
-
 def chats(tmp_path: Path, n: int, thumbs: bool = False) -> Path:
     """OpenAI-format conversations; conversation i carries the marker key c{i}."""
     lines = []

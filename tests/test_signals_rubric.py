@@ -9,27 +9,9 @@ import pytest
 import yaml
 from llm_server.harness import ScriptedServer
 
-from wildfeedback.llm import OpenAICompatBackend
 from wildfeedback.schema import Conversation
 from wildfeedback.signals.learned_rubric import RubricLearner, RubricScorer, fit_thresholds
 from wildfeedback.signals.rubric import Rubric, RubricError, Thresholds, load_rubric
-
-
-@pytest.fixture(scope="module")
-def running_server():
-    server = ScriptedServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(running_server: ScriptedServer) -> ScriptedServer:
-    running_server.reset()
-    return running_server
-
-
-def backend_for(server: ScriptedServer) -> OpenAICompatBackend:
-    return OpenAICompatBackend("scripted", base_url=server.base_url, api_key="k", timeout=5, max_retries=0)
 
 
 def rated(key: str, thumbs: str, *turns: str) -> Conversation:
@@ -68,7 +50,7 @@ def test_learn_then_score_a_rubric(server: ScriptedServer):
                                      {"name": "Praise", "description": "The user praises the reply."}]}),
                   content({"items": [{"name": "Missed", "description": "The user says the request was missed."},
                                      {"name": "Praise", "description": "Sarcastic praise."}]}))
-    learner = RubricLearner(backend_for(server), max_items=10)
+    learner = RubricLearner(server.backend(), max_items=10)
     report = learner.learn([(sat, "SAT"), (dsat, "DSAT")], name="hotel")
     assert report.reasons["SAT"] == ["The user thanks the assistant", "The user praises the answer", "The user is happy"]
     rubric = report.rubric
@@ -90,7 +72,7 @@ def test_learn_then_score_a_rubric(server: ScriptedServer):
         {"id": "S2", "applies": False, "score": 0, "evidence": ""},
         {"id": "D2", "applies": False, "score": 0, "evidence": ""},
     ]}))
-    scorer = RubricScorer(backend_for(server), rubric=rubric.model_copy(update={"thresholds": Thresholds(sat_above=5, dsat_below=-3)}))
+    scorer = RubricScorer(server.backend(), rubric=rubric.model_copy(update={"thresholds": Thresholds(sat_above=5, dsat_below=-3)}))
     outcome = scorer.detect([sat, dsat])
     by_id = {s.conversation_id: s for s in outcome.signals}
     assert by_id["s1"].metadata["score"] == 18.0  # 8 + 10 (15 clipped to 10)
@@ -121,4 +103,4 @@ def test_nothing_learned_is_a_precise_error(server: ScriptedServer):
     server.script("d2", content({"reasons": ["The user complains"]}))
     server.script("_default", {"status": 500})
     with pytest.raises(RubricError, match=r"no SAT rubric items: 0 reasons extracted from 1 SAT conversations"):
-        RubricLearner(backend_for(server)).learn([(sat, "SAT"), (dsat, "DSAT")])
+        RubricLearner(server.backend()).learn([(sat, "SAT"), (dsat, "DSAT")])

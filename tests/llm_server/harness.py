@@ -43,6 +43,14 @@ class ScriptedServer:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def backend(self, model: str = "scripted", **options: Any) -> Any:
+        """An OpenAI-compatible backend talking to this server: no retries, a 5 s timeout."""
+        from wildfeedback.llm import OpenAICompatBackend
+
+        options.setdefault("timeout", 5)
+        options.setdefault("max_retries", 0)
+        return OpenAICompatBackend(model, base_url=self.base_url, api_key="k", **options)
+
     def reset(self) -> None:
         self._post("/reset", {})
 

@@ -8,12 +8,13 @@ Shipped rubrics are found by name; anything else is read as a path.
 from __future__ import annotations
 
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from wildfeedback.shipped import load_yaml_model, shipped_names
 
 Polarity = Literal["SAT", "DSAT"]
 
@@ -97,29 +98,10 @@ class Rubric(BaseModel):
 
 
 def shipped_rubrics() -> list[str]:
-    folder = resources.files("wildfeedback.prompts").joinpath("rubrics")
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names("wildfeedback.prompts", "rubrics")
 
 
 def load_rubric(name_or_path: str | Path = "wildfeedback") -> Rubric:
     """A shipped rubric by name, or a YAML file by path; precise errors for a bad file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.is_file():
-            raise RubricError(f"{candidate}: no such rubric file")
-        text, where = candidate.read_text(encoding="utf-8"), str(candidate)
-    else:
-        resource = resources.files("wildfeedback.prompts").joinpath("rubrics", f"{name_or_path}.yaml")
-        if not resource.is_file():
-            raise RubricError(f"unknown rubric {str(name_or_path)!r}; shipped: {', '.join(shipped_rubrics())}")
-        text, where = resource.read_text(encoding="utf-8"), f"rubric {name_or_path}"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RubricError(f"{where}: not valid YAML: {error}") from None
-    try:
-        return Rubric.model_validate(data)
-    except ValidationError as error:
-        from wildfeedback.errors import describe_validation_error
-
-        raise RubricError(f"{where}: {describe_validation_error(error)}") from None
+    return load_yaml_model(name_or_path, Rubric, package="wildfeedback.prompts", folder="rubrics", kind="rubric",
+                           error=RubricError)

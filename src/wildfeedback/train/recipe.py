@@ -9,14 +9,13 @@ available without this package knowing it; an unknown key fails with TRL's error
 from __future__ import annotations
 
 import os
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wildfeedback.errors import describe_validation_error
+from wildfeedback.shipped import load_yaml_model, shipped_names
 
 Task = Literal["sft", "dpo", "kto", "reward"]
 TASKS: tuple[str, ...] = ("sft", "dpo", "kto", "reward")
@@ -66,30 +65,13 @@ class Recipe(BaseModel):
 
 
 def shipped_recipes() -> list[str]:
-    folder = resources.files(__package__).joinpath("recipes")
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names(__package__, "recipes")
 
 
 def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
     """A shipped recipe by name (`sft`, `dpo`, `kto`, `reward`) or a YAML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.is_file():
-            raise RecipeError(f"{candidate}: no such recipe file")
-        text, where = candidate.read_text(encoding="utf-8"), str(candidate)
-    else:
-        resource = resources.files(__package__).joinpath("recipes", f"{name_or_path}.yaml")
-        if not resource.is_file():
-            raise RecipeError(f"unknown recipe {str(name_or_path)!r}; shipped: {', '.join(shipped_recipes())}")
-        text, where = resource.read_text(encoding="utf-8"), f"recipe {name_or_path}"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{where}: not valid YAML: {error}") from None
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as error:
-        raise RecipeError(f"{where}: {describe_validation_error(error)}") from None
+    return load_yaml_model(name_or_path, Recipe, package=__package__, folder="recipes", kind="recipe",
+                           error=RecipeError)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
