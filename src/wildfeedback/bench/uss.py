@@ -493,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--no-extra", action="store_true", help="train on the in-domain 5%% only")
     parser.add_argument("--no-adapt", action="store_true", help="no in-domain recalibration")
     parser.add_argument("--throughput", type=int, default=200, help="dialogues for the student's throughput run (0: skip)")
-    parser.add_argument("--llm-sample", type=int, default=8,
+    parser.add_argument("--llm-sample", type=int, default=2,
                         help="dialogues for the LLM detector's and the cascade's throughput runs on the embedded model (0: skip)")
     parser.add_argument("--threshold", type=float, default=0.8, help="the cascade's threshold")
     parser.add_argument("--cache", default=None, help="an .npz embedding cache file (read and written)")

@@ -175,10 +175,13 @@ def _schema_constraint(tokenizer: Any, schemas: list[str | None]) -> Any:
     or None when no row has a schema or lm-format-enforcer is not installed."""
     if not any(schemas) or importlib.util.find_spec("lmformatenforcer") is None:
         return None
-    from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+    from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
 
     data = _tokenizer_data(tokenizer)
-    enforcers = [TokenEnforcer(data, JsonSchemaParser(json.loads(s))) if s else None for s in schemas]
+    # Keys in schema order and at most two blanks in a row: a small model that rambles in
+    # whitespace between fields would otherwise spend its token budget on nothing.
+    config = CharacterLevelParserConfig(max_consecutive_whitespaces=2, force_json_field_order=True)
+    enforcers = [TokenEnforcer(data, JsonSchemaParser(json.loads(s), config=config)) if s else None for s in schemas]
     everything = list(range(len(tokenizer)))
 
     def allowed(row: int, tokens: Any) -> list[int]:

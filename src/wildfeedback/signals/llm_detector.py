@@ -51,8 +51,8 @@ class TurnReading(BaseModel):
     label: Literal["SAT", "DSAT", "NEUTRAL"]
     # Bounds keep a small model's runaway output short when it is decoded under the schema.
     categories: list[str] = Field(default_factory=list, max_length=4, description="category names from the rubric")
-    evidence: str = Field(default="", max_length=300, description="the user's exact words that show the feedback")
-    rationale: str = Field(default="", max_length=200, description="one short sentence")
+    evidence: str = Field(default="", max_length=200, description="the user's exact words that show the feedback")
+    rationale: str = Field(default="", max_length=150, description="one short sentence")
 
 
 class ConversationReading(BaseModel):
@@ -161,7 +161,7 @@ class LLMDetector:
     def _sampling(self, n_turns: int) -> Sampling:
         """Greedy, with room for every turn's entry; budgets come in a few sizes so
         the embedded backend can batch calls with equal sampling together."""
-        needed = 64 + 160 * n_turns
+        needed = 64 + 120 * n_turns
         budget = next((b for b in (256, 512, 1024, 2048) if b >= needed), 4096)
         return Sampling(temperature=0.0, max_tokens=budget)
 
