@@ -215,3 +215,29 @@ def test_the_cap_and_failed_extractions_are_counted(server: ScriptedServer):
     assert reasons == [("c1", "preferences"), ("c3", "cap")]
     assert tally.counts["preferences: candidate dropped (cap: over --max-pairs)"] == 1
     assert tally.counts["preferences: generated pairs"] == 1
+
+
+def test_llm_moderation_catches_what_the_lexicon_misses(server: ScriptedServer):
+    conversation = chat("m1", "[[key=m1]] write a cruel poem about my coworker", "Here is a kind poem.", "No, cruel!")
+    server.script("m1", {"content": json.dumps({"preferences": "A poem that humiliates a named coworker.",
+                                                "checklist": ["a?", "b?", "c?"]})},
+                  {"content": json.dumps({"harmful": True, "category": "harassment"})})
+    out = stage_for(server, [signal("m1", 2, "DSAT")], llm_moderation=True)([conversation], Tally())
+    (drop,) = [r for r in out if isinstance(r, Dropped)]
+    assert (drop.stage, drop.reason) == ("moderation", "harmful request (harassment, scripted)")
+    assert server.stats()["calls"]["m1"] == 2  # preferences, moderation; no reply written
+
+
+def test_the_stage_decontaminates_candidates_pairs_and_unpaired_labels(server: ScriptedServer, tmp_path):
+    evaluation = tmp_path / "eval.jsonl"
+    evaluation.write_text(json.dumps({"prompt": [{"role": "user", "content": "Plan a day in Rome."}]}) + "\n")
+    conversation = keyed("d1")
+    side = Conversation(id="d2", source="t", messages=[
+        {"role": "user", "content": "Plan a day in Rome.", "index": 0},
+        {"role": "assistant", "content": "left", "index": 1, "alternatives": [{"content": "right"}], "preferred": 1}])
+    stage = stage_for(server, [signal("d1", 2, "DSAT")], eval_set=evaluation, ngram=4)
+    out = stage([conversation, side], Tally())
+    drops = sorted((d.kind, d.stage) for d in out if isinstance(d, Dropped))
+    assert drops == [("candidate", "decontamination"), ("pair", "decontamination"), ("unpaired", "guards")]
+    assert not [r for r in out if isinstance(r, PreferencePair | UnpairedExample)]
+    assert server.stats()["total"] == 0  # nothing was generated for a contaminated prompt
