@@ -15,3 +15,12 @@ def uss(ctx: typer.Context) -> None:
     from wildfeedback.bench.uss import main
 
     main(ctx.args)
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def ifllm(ctx: typer.Context) -> None:
+    """Implicit reward model on IFLLM's side-by-side tasks: text / behaviour / fused beside the published
+    55% / 64% (--help for options)."""
+    from wildfeedback.bench.ifllm import main
+
+    main(ctx.args)
