@@ -454,6 +454,7 @@ def read_behavior_archive(path: str | os.PathLike[str], report: ArchiveReport | 
                 raise ArchiveError(f"{path}: damaged after member {last} (tar offset {tar.offset}): "
                                    f"{type(error).__name__}: {error}") from error
             if member is None:
+                _check_end(tar, path, last)
                 break
             if not member.isfile():
                 continue
@@ -480,6 +481,20 @@ def read_behavior_archive(path: str | os.PathLike[str], report: ArchiveReport | 
                 yield _finish(key, pending.pop(key), report)
     for key in sorted(pending):
         yield _finish(key, pending.pop(key), report)
+
+
+def _check_end(tar: tarfile.TarFile, path: Path, last: str) -> None:
+    """`tarfile` takes an unreadable header after the first as the end of the archive; only zero
+    blocks may follow the real end, so anything else there is damage, not the end."""
+    try:
+        tar.fileobj.seek(tar.offset)  # type: ignore[union-attr]
+        while chunk := tar.fileobj.read(1 << 20):  # type: ignore[union-attr]
+            if chunk.strip(b"\0"):
+                raise ArchiveError(f"{path}: unreadable tar header at offset {tar.offset} after member {last}; "
+                                   "the members after it cannot be read")
+    except _DAMAGE as error:
+        raise ArchiveError(f"{path}: damaged after member {last} (tar offset {tar.offset}): "
+                           f"{type(error).__name__}: {error}") from error
 
 
 def _finish(key: tuple[str, str], members: dict[str, _Member], report: ArchiveReport) -> TaskTraces:
