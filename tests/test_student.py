@@ -175,7 +175,13 @@ def test_train_predict_save_load_round_trip(tmp_path):
     (signal,) = again.predict([c])
     assert signal.detector == "student" and signal.turn_index == 2 and signal.source == "wildchat"
     assert signal.evidence and signal.evidence in c.messages[2].content
-    assert 0.0 <= signal.confidence <= 1.0 and signal.categories == []
+    assert 0.0 <= signal.confidence <= 1.0 and signal.label == "DSAT"
+    # Labels without categories train no heads: categories come zero-shot from the rubric, DSAT side only.
+    from wildfeedback.signals.rubric import load_rubric
+
+    dsat_names = {c.name for c in load_rubric().categories("DSAT")}
+    assert signal.metadata["categories_by"] == "zero-shot"
+    assert signal.categories and set(signal.categories) <= dsat_names
 
 
 def test_shipped_model_loads_and_reads_clear_cases():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,7 +30,9 @@ def _train(task: str, config: Optional[Path], data: Optional[str], model: Option
         if max_steps is not None:
             trl["max_steps"] = max_steps
         recipe = recipe.with_overrides(data=data, model=model, output_dir=output, weighting=weighting, trl=trl)
-        result = train(recipe)
+        # Transformers writes its log lines to stdout; stdout is for the result alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = train(recipe)
     except (RecipeError, DataError, FileNotFoundError) as error:
         raise fail(str(error), 2) from None
     except TypeError as error:  # an unknown key in the recipe's trl block: TRL's own words

@@ -69,7 +69,7 @@ def model_name(path: Path) -> str:
     is; a trained directory's does not ("out/dpo" holds different weights after every
     run), so it gets a fingerprint of its weights, and a retrained model never replays
     the previous one's cached answers."""
-    if path.is_file():
+    if path.suffix == ".gguf" or path.is_file():
         return path.name.removesuffix(".gguf")
     digest = hashlib.blake2b(digest_size=6)
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
