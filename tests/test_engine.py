@@ -3,6 +3,7 @@ bad records handled by one policy."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -30,6 +31,8 @@ class KeepEven:
         self.batch_sizes.append(len(batch))
         kept = [c for c in batch if len(c.messages[0].content) % 2 == 0]
         tally.add(self.name, "odd length", len(batch) - len(kept))
+        with tally.timed("even: sleeping"):
+            time.sleep(0.02)
         return kept
 
 
@@ -41,6 +44,7 @@ def test_batches_flow_through_stages_and_drops_are_counted(tmp_path: Path) -> No
     assert stage.batch_sizes == [4, 4, 2]
     assert (report.read, report.written, report.rejected) == (10, 5, 0)
     assert report.stages == {"even: odd length": 5}
+    assert report.timings["even: sleeping"] >= 0.05 and report.as_dict()["timings"] == report.timings
     assert seen == [2, 4, 5]
     ids = [orjson.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
     assert ids == ["c0", "c2", "c4", "c6", "c8"]

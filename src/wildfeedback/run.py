@@ -41,7 +41,7 @@ from wildfeedback.schema import Conversation
 from wildfeedback.signals.detect import make_detector, open_backend
 
 # Embedded defaults: sized so the whole job finishes on a 2-core CPU in a few minutes.
-EMBEDDED_MAX_CONVERSATIONS = 600
+EMBEDDED_MAX_CONVERSATIONS = 400
 EMBEDDED_MAX_PAIRS = 8
 EMBEDDED_MAX_TOKENS = 256
 
@@ -103,6 +103,7 @@ class RunSummary:
         return {
             "output": str(self.output),
             "seconds": round(self.seconds, 1),
+            "timings": self.run.timings,
             "funnel": self.report.funnel,
             "drops": self.report.drops,
             "counts": self.run.stages,

@@ -33,7 +33,7 @@ def run(
     generator_base_url: Annotated[Optional[str], typer.Option(help="The expert model's server (default: --base-url).")] = None,
     detector: Annotated[Optional[str], typer.Option(help="student | llm | cascade (default: student on embedded, cascade with a served LLM).")] = None,
     mode: Annotated[str, typer.Option(help="expert: keep every generated pair; on-policy: keep pairs the checklist judge confirms in both orders.")] = "expert",
-    max_conversations: Annotated[Optional[int], typer.Option(help="Analyse at most N conversations after filtering (embedded default 600).")] = None,
+    max_conversations: Annotated[Optional[int], typer.Option(help="Analyse at most N conversations after filtering (embedded default 400).")] = None,
     max_pairs: Annotated[Optional[int], typer.Option(help="Generate at most N pairs (embedded default 8; natural pairs are not capped).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per generated reply (embedded default 256).")] = None,
     lang: Annotated[str, typer.Option(help="Keep these languages (comma-separated ISO codes; 'all' keeps every one).")] = "en",
@@ -82,5 +82,6 @@ def run(
     out = summary.output
     table.add_row("exports", f"{out / 'dpo'}, {out / 'kto'}, {out / 'rm'} (card: {out / 'README.md'})")
     table.add_row("report", str(out / "report.html"))
-    table.add_row("time", f"{summary.seconds:.0f} s")
+    spent = ", ".join(f"{what} {seconds:.0f} s" for what, seconds in summary.run.timings.items())
+    table.add_row("time", f"{summary.seconds:.0f} s" + (f" ({spent})" if spent else ""))
     err.print(table)

@@ -31,6 +31,7 @@ class RunReport:
     rejected: int = 0
     seconds: float = 0.0
     stages: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per timed step (Tally.timed)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     output: str | None = None
     errors_file: str | None = None
@@ -42,6 +43,7 @@ class RunReport:
             "rejected": self.rejected,
             "seconds": round(self.seconds, 3),
             "stages": self.stages,
+            "timings": self.timings,
             "rejected_by_reason": self.rejected_by_reason,
             "output": self.output,
             "errors_file": self.errors_file,
@@ -149,6 +151,7 @@ class LocalExecutor:
         errors.close()
         report.seconds = time.perf_counter() - started
         report.stages = dict(sorted(tally.counts.items()))
+        report.timings = {what: round(s, 2) for what, s in sorted(tally.seconds.items())}
         if errors.path is not None and report.rejected:
             report.errors_file = str(errors.path)
         return report

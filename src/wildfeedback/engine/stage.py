@@ -8,17 +8,30 @@ every drop by stage and reason in one place.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 Record = TypeVar("Record")
 
 
 class Tally:
-    """Counts of what stages did, keyed `stage: what` (e.g. `dedupe: near duplicate`)."""
+    """Counts of what stages did, keyed `stage: what` (e.g. `dedupe: near duplicate`),
+    and the seconds spent on the expensive steps, so a run says where its time went."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+
+    @contextmanager
+    def timed(self, what: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[what] += time.perf_counter() - started
 
     def add(self, stage: str, what: str, n: int = 1) -> None:
         if n:
@@ -26,6 +39,7 @@ class Tally:
 
     def merge(self, other: Tally) -> None:
         self.counts.update(other.counts)
+        self.seconds.update(other.seconds)
 
 
 class Stage(Protocol[Record]):

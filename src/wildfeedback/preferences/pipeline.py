@@ -102,7 +102,8 @@ class PreferenceStage:
 
     # -- the stage --------------------------------------------------------------------------
     def __call__(self, batch: list[Conversation], tally: Tally) -> list[Any]:
-        outcome = self.signals(batch)
+        with tally.timed("signals"):
+            outcome = self.signals(batch)
         by_conversation: dict[str, list[Signal]] = {}
         for signal in outcome.signals:
             by_conversation.setdefault(signal.conversation_id, []).append(signal)
@@ -124,7 +125,8 @@ class PreferenceStage:
             candidates += found
             out += self._dropped(drops, tally)
         out += self._keep_pairs(pairs, tally)
-        out += self._generate(candidates, tally)
+        with tally.timed("preferences (LLM)"):
+            out += self._generate(candidates, tally)
         return out
 
     def finish(self, tally: Tally) -> list[Any]:
