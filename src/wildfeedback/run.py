@@ -42,7 +42,7 @@ from wildfeedback.signals.detect import make_detector, open_backend
 
 # Embedded defaults: sized so the whole job finishes on a 2-core CPU in a few minutes.
 EMBEDDED_MAX_CONVERSATIONS = 400
-EMBEDDED_MAX_PAIRS = 8
+EMBEDDED_MAX_PAIRS = 6
 EMBEDDED_MAX_TOKENS = 256
 
 

@@ -34,7 +34,7 @@ def run(
     detector: Annotated[Optional[str], typer.Option(help="student | llm | cascade (default: student on embedded, cascade with a served LLM).")] = None,
     mode: Annotated[str, typer.Option(help="expert: keep every generated pair; on-policy: keep pairs the checklist judge confirms in both orders.")] = "expert",
     max_conversations: Annotated[Optional[int], typer.Option(help="Analyse at most N conversations after filtering (embedded default 400).")] = None,
-    max_pairs: Annotated[Optional[int], typer.Option(help="Generate at most N pairs (embedded default 8; natural pairs are not capped).")] = None,
+    max_pairs: Annotated[Optional[int], typer.Option(help="Generate at most N pairs (embedded default 6; natural pairs are not capped).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per generated reply (embedded default 256).")] = None,
     lang: Annotated[str, typer.Option(help="Keep these languages (comma-separated ISO codes; 'all' keeps every one).")] = "en",
     eval_set: Annotated[Optional[Path], typer.Option(help="Drop pairs whose prompt overlaps this evaluation set (n-grams).")] = None,
