@@ -1,7 +1,7 @@
 """Train the default student detector from ../shared/data (every labelled source) and ship it.
 
     .venv/bin/python scripts/train_student.py [--data ../shared/data] [--out src/wildfeedback/models/student]
-        [--cache /tmp/wf_emb.npz]
+        [--cache embeddings.npz]
 
 Writes student.npz + student.json (weights, classes, feature layout, conversation
 rule, provenance) and README.md (the data card: sources, counts, label rules,

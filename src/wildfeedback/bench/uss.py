@@ -394,6 +394,9 @@ def cascade_savings(corpus: _Data, name: str, model: StudentDetector, threshold:
     class _NoBackend:  # the prompts are built, never sent
         model = "none"
 
+        def versioned(self, template_version: str) -> _NoBackend:
+            return self
+
     llm = LLMDetector(_NoBackend())  # type: ignore[arg-type]
     conversations = corpus.conversations[name]
     p = model.proba_features(corpus.features[name])

@@ -22,7 +22,6 @@ from wildfeedback.evaluate.heldout import EvalItem
 from wildfeedback.evaluate.judge import LABEL_OF_SCORE, ChecklistJudge
 from wildfeedback.evaluate.stats import bootstrap_ci, penalise, rates_with_ci, wb_score
 from wildfeedback.llm import Backend, Completion, Sampling, call_structured, gather_bounded, run_sync
-from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.preferences.generate import ReplyWriter
 from wildfeedback.prompts import load_prompt
 from wildfeedback.prompts.conversation import as_data, neutralise, render_messages
@@ -99,7 +98,7 @@ class ChecklistEvaluation:
 
     def _single(self, items: Sequence[EvalItem], replies: dict[str, list[Any]]) -> dict[str, Any]:
         prompt = load_prompt("checklist_score")
-        backend = self.judge.versioned(prompt.id) if isinstance(self.judge, CachedBackend) else self.judge
+        backend = self.judge.versioned(prompt.id)
         sampling = Sampling(temperature=0.0, max_tokens=256)
         out: dict[str, Any] = {"prompt_version": prompt.id, "rescale": "(score - 5) * 2"}
         for side in ("candidate", "baseline"):

@@ -20,7 +20,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync
-from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.llm.structured import StructuredResult
 from wildfeedback.prompts import load_prompt
 from wildfeedback.prompts.conversation import as_data, neutralise, render_messages
@@ -81,8 +80,7 @@ class ChecklistJudge:
 
     def __post_init__(self) -> None:
         self.prompt = load_prompt("checklist_judge")
-        if isinstance(self.backend, CachedBackend):
-            self.backend = self.backend.versioned(self.prompt.id)
+        self.backend = self.backend.versioned(self.prompt.id)
 
     def _text(self, prompt: Sequence[ChatTurn], a: str, b: str, checklist: Sequence[str]) -> str:
         messages = [Message(role=t.role, content=t.content, index=i) for i, t in enumerate(prompt)]

@@ -184,6 +184,11 @@ class Backend(ABC):
         json_schema: dict[str, Any] | None = None,
     ) -> Completion: ...
 
+    def versioned(self, template_version: str) -> Backend:
+        """This backend with its answers keyed under a prompt template version. Only a
+        cached backend keys anything (see `CachedBackend`); any other is itself."""
+        return self
+
     async def complete_many(self, requests: Sequence[Request], concurrency: int = 8) -> list[Outcome]:
         """Run every request with at most `concurrency` in flight; results in input order.
 

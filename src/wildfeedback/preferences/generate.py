@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field
 
 from wildfeedback.llm import Backend, Completion, Failure, Sampling, call_structured, gather_bounded, run_sync
 from wildfeedback.llm.base import failure_from
-from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.llm.structured import StructuredResult
 from wildfeedback.prompts import load_prompt
 from wildfeedback.prompts.conversation import as_data, render_messages
@@ -36,10 +35,6 @@ Mode = Literal["expert", "on-policy"]
 class Preferences(BaseModel):
     preferences: str = Field(min_length=1, max_length=800)
     checklist: list[str] = Field(min_length=3, max_length=8)
-
-
-def _versioned(backend: Backend, prompt_id: str) -> Backend:
-    return backend.versioned(prompt_id) if isinstance(backend, CachedBackend) else backend
 
 
 def fit_prompt(turns: Sequence[ChatTurn], max_message_chars: int, max_messages: int) -> list[dict[str, str]]:
@@ -60,7 +55,7 @@ class PreferenceExtractor:
 
     def __post_init__(self) -> None:
         self.prompt = load_prompt("preference_summary")
-        self.backend = _versioned(self.backend, self.prompt.id)
+        self.backend = self.backend.versioned(self.prompt.id)
 
     def text(self, messages: Sequence[Message], reply_index: int) -> str:
         shown = list(messages)[-self.max_messages :]
@@ -85,7 +80,7 @@ class ReplyWriter:
 
     def __post_init__(self) -> None:
         self.prompt = load_prompt("preferred_reply")
-        self.conditioned = _versioned(self.backend, self.prompt.id)
+        self.conditioned = self.backend.versioned(self.prompt.id)
 
     def write(self, prompts: Sequence[Sequence[ChatTurn]], preferences: Sequence[str | None]) -> list[Completion | Failure]:
         """A reply per prompt: under the preferences where given, else the model's plain reply."""

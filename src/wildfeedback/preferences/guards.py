@@ -26,7 +26,6 @@ from pydantic import BaseModel
 
 from wildfeedback.filters.dedupe import Deduplicator
 from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync
-from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.prompts import load_prompt
 from wildfeedback.prompts.conversation import as_data
 from wildfeedback.schema import ChatTurn, Conversation, PreferencePair
@@ -73,7 +72,7 @@ class Moderator:
 
     def __post_init__(self) -> None:
         self.prompt = load_prompt("moderation")
-        if isinstance(self.backend, CachedBackend):
+        if self.backend is not None:  # None: the keyword check alone
             self.backend = self.backend.versioned(self.prompt.id)
 
     def check(self, items: Sequence[tuple[str, str]]) -> list[str | None]:

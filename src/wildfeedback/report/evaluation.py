@@ -13,7 +13,7 @@ from typing import Any
 import matplotlib
 from markupsafe import Markup
 
-from wildfeedback.report.html import SVG_RC, _environment, _figure, _svg
+from wildfeedback.report.html import SVG_RC, _environment, _figure, _svg, write_page
 
 OUTCOME_COLORS = {"win": "#2a9d8f", "tie": "#adb5bd", "loss": "#e76f51"}
 MAX_ITEMS_SHOWN = 50
@@ -50,9 +50,4 @@ def render_evaluation(result: dict[str, Any], title: str = "Checklist evaluation
 
 
 def write_evaluation(result: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(render_evaluation(result), encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_page(render_evaluation(result), path)

@@ -45,14 +45,18 @@ def render_report(data: ReportData) -> str:
     return _environment().get_template("report.html.j2").render(**_context(data))
 
 
-def write_report(data: ReportData, path: str | Path) -> Path:
-    """Write the report under a temporary name and rename it, so a stopped run leaves no half-written page."""
+def write_page(html: str, path: str | Path) -> Path:
+    """Write a page under a temporary name and rename it, so a stopped run leaves no half-written page."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(render_report(data), encoding="utf-8")
+    partial.write_text(html, encoding="utf-8")
     partial.replace(path)
     return path
+
+
+def write_report(data: ReportData, path: str | Path) -> Path:
+    return write_page(render_report(data), path)
 
 
 def split_evidence(feedback: str, evidence: str | None) -> tuple[str, str, str] | None:

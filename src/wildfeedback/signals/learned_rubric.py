@@ -27,7 +27,6 @@ import numpy as np
 from pydantic import BaseModel
 
 from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync, strict_schema
-from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.llm.structured import StructuredResult
 from wildfeedback.prompts import load_prompt
 from wildfeedback.prompts.conversation import render_messages
@@ -77,7 +76,7 @@ class _Calls:
     max_messages: int = 24
 
     def versioned(self, prompt_id: str) -> Backend:
-        return self.backend.versioned(prompt_id) if isinstance(self.backend, CachedBackend) else self.backend
+        return self.backend.versioned(prompt_id)
 
     def run(self, prompt_id: str, prompts: Sequence[str], model: type[BaseModel], max_tokens: int,
             limits: dict[str, dict[str, Any]] | None = None) -> list[StructuredResult]:

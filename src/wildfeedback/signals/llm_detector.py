@@ -34,7 +34,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from wildfeedback.llm import Backend, Sampling, call_structured, gather_bounded, run_sync, strict_schema
-from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.llm.structured import StructuredResult
 from wildfeedback.prompts import Prompt, load_prompt
 from wildfeedback.prompts.conversation import render_messages
@@ -108,8 +107,7 @@ class LLMDetector:
     name: str = DETECTOR
 
     def __post_init__(self) -> None:
-        if isinstance(self.backend, CachedBackend):  # the prompt version goes into every cache key
-            self.backend = self.backend.versioned(self.prompt.id)
+        self.backend = self.backend.versioned(self.prompt.id)  # the prompt version goes into every cache key
         self._categories = {
             "sat_categories": _category_lines(self.rubric, "SAT"),
             "dsat_categories": _category_lines(self.rubric, "DSAT"),
