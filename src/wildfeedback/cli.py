@@ -6,6 +6,7 @@ on stdout, so scripts can pipe them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from wildfeedback.commands import signals as signals_commands
 from wildfeedback.commands import train as train_commands
 from wildfeedback.commands.console import err, fail, out, progress_line
 from wildfeedback.engine import RunReport
-from wildfeedback.errors import BadRecordError
+from wildfeedback.errors import BadRecordError, WildfeedbackError
 from wildfeedback.filters import FilterConfig
 from wildfeedback.io.formats import REGISTRY
 from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, UnknownFormatError
@@ -205,5 +206,38 @@ def formats() -> None:
     out.print(table)
 
 
+def main() -> None:
+    """The console script. An error that is the user's to fix (`WildfeedbackError`, or
+    the operating system refusing a named path) prints as one line and exits 2;
+    anything else is a bug in wildfeedback and keeps its traceback."""
+    try:
+        app()
+    except WildfeedbackError as error:
+        raise SystemExit(_exit_with(str(error), error.exit_code)) from None
+    except OSError as error:
+        if error.filename is None:
+            raise
+        raise SystemExit(_exit_with(_describe_os_error(error), 2)) from None
+
+
+def _exit_with(message: str, code: int) -> int:
+    fail(message, code)
+    return code
+
+
+def _describe_os_error(error: OSError) -> str:
+    """`out/x.jsonl: permission denied: make the folder writable or choose another -o`."""
+    what = (error.strerror or type(error).__name__).lower()
+    hint = {
+        errno.EACCES: "check the permissions of the path or choose another",
+        errno.EPERM: "check the permissions of the path or choose another",
+        errno.EROFS: "the file system is read-only: choose another path",
+        errno.ENOSPC: "the disk is full: free space or choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "the path is a folder; name a file",
+    }.get(error.errno or 0, "check the path")
+    return f"{error.filename}: {what} ({hint})"
+
+
 if __name__ == "__main__":
-    app()
+    main()

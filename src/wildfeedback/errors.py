@@ -1,4 +1,9 @@
-"""Bad input, named precisely.
+"""Bad input, named precisely, and the one exception base for the user's errors.
+
+`WildfeedbackError` is the base of every error the user can fix (a bad path, a
+bad record, a bad setting): the command line prints it as one line naming the
+path or record and what to do. Any other exception is a bug in wildfeedback and
+keeps its traceback.
 
 Every record a reader cannot turn into a `Conversation` becomes a `Rejected`:
 where it was (file and line, or record index), why, and the raw text, so that
@@ -13,6 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+
+class WildfeedbackError(Exception):
+    """An error that is the user's to fix; its message names the path or record and what to do."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +72,10 @@ class Rejected:
         return orjson.dumps(record, default=str)
 
 
-class BadRecordError(Exception):
+class BadRecordError(WildfeedbackError):
     """The run stopped at a bad record (`--on-error fail`)."""
+
+    exit_code = 1
 
     def __init__(self, rejected: Rejected):
         self.rejected = rejected

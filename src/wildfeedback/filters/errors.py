@@ -1,5 +1,7 @@
 """Errors of the filter stage, importable without loading the filters themselves."""
 
+from wildfeedback.errors import WildfeedbackError
 
-class NerUnavailableError(RuntimeError):
+
+class NerUnavailableError(WildfeedbackError, RuntimeError):
     """Names must be redacted (pii_names=True or a named ner_model) but no engine can be loaded."""

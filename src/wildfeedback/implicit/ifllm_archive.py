@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wildfeedback.errors import Location, Rejected
+from wildfeedback.errors import Location, Rejected, WildfeedbackError
 from wildfeedback.implicit.traces import TraceArrays
 
 PAIRWISE_FILES = {
@@ -69,7 +69,7 @@ KNOWN_FILES = {**PAIRWISE_FILES, **SINGLE_FILES}
 _DAMAGE = (tarfile.TarError, lzma.LZMAError, EOFError, zlib.error, OSError)
 
 
-class ArchiveError(Exception):
+class ArchiveError(WildfeedbackError):
     """The archive itself is damaged: names the archive, the member and the offset."""
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from wildfeedback.errors import Location, RecordError, Rejected
+from wildfeedback.errors import Location, RecordError, Rejected, WildfeedbackError
 from wildfeedback.io.formats import DETECTION_ORDER, REGISTRY, FileFormat, RecordFormat
 from wildfeedback.io.sources import (
     CONTAINERS,
@@ -32,7 +32,7 @@ from wildfeedback.schema import Conversation
 DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
 
 
-class UnknownFormatError(ValueError):
+class UnknownFormatError(WildfeedbackError, ValueError):
     pass
 
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from wildfeedback.errors import describe_validation_error
+from wildfeedback.errors import WildfeedbackError, describe_validation_error
 from wildfeedback.io.writers import _open_compressed, _partial, output_kind
 
 M = TypeVar("M", bound=BaseModel)
@@ -30,7 +30,7 @@ M = TypeVar("M", bound=BaseModel)
 JSON_COLUMNS_KEY = b"wildfeedback.json_columns"
 
 
-class RecordFileError(ValueError):
+class RecordFileError(WildfeedbackError, ValueError):
     """A records file that cannot be read: names the file, the line or row, and what is wrong."""
 
 

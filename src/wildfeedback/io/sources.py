@@ -24,13 +24,13 @@ from typing import Any, BinaryIO
 import ijson
 import orjson
 
-from wildfeedback.errors import Location, Rejected
+from wildfeedback.errors import Location, Rejected, WildfeedbackError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".txt", ".csv")
 COMPRESSION_SUFFIXES = (".gz", ".zst")
 
 
-class InputError(Exception):
+class InputError(WildfeedbackError):
     """An input path that names nothing readable."""
 
 

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from wildfeedback.errors import WildfeedbackError
+
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 MAX_CHARS = 2000  # the encoder reads at most 256 word pieces; longer text is cut first, cheaply
 
 
-class EncoderUnavailableError(RuntimeError):
+class EncoderUnavailableError(WildfeedbackError, RuntimeError):
     pass
 
 

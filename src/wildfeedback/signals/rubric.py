@@ -14,12 +14,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from wildfeedback.errors import WildfeedbackError
 from wildfeedback.shipped import load_yaml_model, shipped_names
 
 Polarity = Literal["SAT", "DSAT"]
 
 
-class RubricError(ValueError):
+class RubricError(WildfeedbackError, ValueError):
     pass
 
 

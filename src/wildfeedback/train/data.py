@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wildfeedback.errors import WildfeedbackError
+
 COLUMNS = {
     "sft": ("prompt", "completion"),
     "dpo": ("prompt", "chosen", "rejected"),
@@ -28,7 +30,7 @@ EXPORT_OF = {"sft": "dpo", "dpo": "dpo", "kto": "kto", "reward": "rm"}
 MIN_WEIGHT = 0.05
 
 
-class DataError(ValueError):
+class DataError(WildfeedbackError, ValueError):
     pass
 
 

@@ -14,14 +14,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from wildfeedback.errors import describe_validation_error
+from wildfeedback.errors import WildfeedbackError, describe_validation_error
 from wildfeedback.shipped import load_yaml_model, shipped_names
 
 Task = Literal["sft", "dpo", "kto", "reward"]
 TASKS: tuple[str, ...] = ("sft", "dpo", "kto", "reward")
 
 
-class RecipeError(ValueError):
+class RecipeError(WildfeedbackError, ValueError):
     pass
 
 
