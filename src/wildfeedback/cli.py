@@ -72,6 +72,7 @@ def ingest(
     on_error: Annotated[str, typer.Option(help="fail: stop at the first bad record; skip: write bad records to the errors file and go on.")] = "fail",
     errors: Annotated[Optional[Path], typer.Option(help="Errors file for --on-error skip (default: OUTPUT's name + .errors.jsonl).")] = None,
     max_message_chars: Annotated[int, typer.Option(help="Reject conversations with a longer message.")] = DEFAULT_MAX_MESSAGE_CHARS,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder OUTPUT that wildfeedback did not write (its files are deleted).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON on stdout.")] = False,
 ) -> None:
     """Read conversation logs, filter them, and write wildfeedback records."""
@@ -108,6 +109,7 @@ def ingest(
                 errors_path=errors,
                 max_message_chars=max_message_chars,
                 progress=update,
+                overwrite=overwrite,
             )
         except BadRecordError as error:
             progress.stop()

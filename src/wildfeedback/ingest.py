@@ -14,8 +14,10 @@ from pathlib import Path
 from wildfeedback.engine import LocalExecutor, OnError, RunReport
 from wildfeedback.engine.local import ProgressCallback
 from wildfeedback.filters import FilterConfig, filter_stage
+from wildfeedback.io.outputs import check_outputs
 from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, read_conversations
-from wildfeedback.io.writers import open_writer
+from wildfeedback.io.sources import expand_inputs
+from wildfeedback.io.writers import open_writer, output_kind
 
 
 def sharegpt_package_file() -> Path:
@@ -44,18 +46,29 @@ def ingest(
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
     batch_size: int = 1000,
     progress: ProgressCallback | None = None,
+    overwrite: bool = False,
 ) -> RunReport:
-    """Read `inputs` (files, directories, globs; None = the packaged ShareGPT data) into `output`."""
+    """Read `inputs` (files, directories, globs; None = the packaged ShareGPT data) into `output`.
+
+    Before anything is read, every output (the errors file too) is checked against
+    every input (`io/outputs.py`); a dataset folder that wildfeedback did not
+    write is replaced only with `overwrite`.
+    """
     sources = list(inputs) if inputs else [sharegpt_package_file()]
     output = Path(output)
+    errors_file = Path(errors_path) if errors_path else default_errors_path(output)
+    files = expand_inputs(sources)
+    check_outputs(files, [output, errors_file if on_error == "skip" else None],
+                  input_folders=[Path(s) for s in sources if Path(s).is_dir()],
+                  folder_outputs=[output] if output_kind(output) == "hf" else [])
     filters = filters or FilterConfig()
     stages = [filter_stage(filters)] if filters.active else []
     executor = LocalExecutor(
         stages,
         batch_size=batch_size,
         on_error=on_error,
-        errors_path=Path(errors_path) if errors_path else default_errors_path(output),
+        errors_path=errors_file,
         progress=progress,
     )
-    records = read_conversations(sources, format=format, max_message_chars=max_message_chars)
-    return executor.run(records, open_writer(output))
+    records = read_conversations(files, format=format, max_message_chars=max_message_chars)
+    return executor.run(records, open_writer(output, overwrite=overwrite))

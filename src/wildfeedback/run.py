@@ -17,6 +17,10 @@ Output directory:
     dpo/, kto/, rm/, README.md               TRL-format exports (JSONL, Parquet, datasets dir) and card
     report.html                              the run report (self-contained)
     run.json                                 the counts, settings and timings
+
+The folder is built beside OUT under a temporary name and swapped in at the end
+(`io/outputs.py`): a run that stops leaves the previous output whole, and a
+folder that wildfeedback did not write is never replaced without `overwrite`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from typing import Any
 
 from wildfeedback.engine import LocalExecutor, OnError, RunReport
 from wildfeedback.filters import FilterConfig, filter_stage
+from wildfeedback.io.outputs import check_folder_target, check_outputs, remove_temporary, swap_in, temporary_folder
 from wildfeedback.io.reader import read_conversations
+from wildfeedback.io.sources import expand_inputs
 from wildfeedback.llm import Backend
 from wildfeedback.preferences.export import PreferenceExporter
 from wildfeedback.preferences.generate import Mode
@@ -70,6 +76,7 @@ class RunConfig:
     batch_size: int = 200
     on_error: OnError = "skip"
     format: str | None = None
+    overwrite: bool = False  # replace an OUT folder that wildfeedback did not write
 
     @property
     def embedded(self) -> bool:
@@ -142,13 +149,29 @@ class _Cap:
 def run_pipeline(config: RunConfig, progress: Callable[[RunReport, ReportData], None] | None = None) -> RunSummary:
     """Run the main job; see the module docstring for what lands in `config.output`."""
     from wildfeedback.ingest import sharegpt_package_file
-    from wildfeedback.report.html import write_report
 
     config = config.resolved()
     started = time.perf_counter()
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
     sources = list(config.inputs) if config.inputs else [sharegpt_package_file()]
+    files = expand_inputs(sources)
+    check_folder_target(out, overwrite=config.overwrite, what="run output")
+    check_outputs([*files, *([config.eval_set] if config.eval_set else [])], [out],
+                  input_folders=[Path(s) for s in sources if Path(s).is_dir()], folder_outputs=[out])
+    work = temporary_folder(out)
+    try:
+        summary = _run_into(work, config, files, started, progress)
+        swap_in(work, out, kind="run")
+    except BaseException:
+        remove_temporary(work)
+        raise
+    return summary
+
+
+def _run_into(work: Path, config: RunConfig, files: list[Path], started: float,
+              progress: Callable[[RunReport, ReportData], None] | None) -> RunSummary:
+    """The job itself, writing everything into `work` (swapped in as OUT by the caller)."""
+    from wildfeedback.report.html import write_report
 
     analyst = open_backend(config.llm, config.base_url, config.cache)
     generator: Backend = analyst
@@ -156,7 +179,7 @@ def run_pipeline(config: RunConfig, progress: Callable[[RunReport, ReportData], 
         generator = open_backend(config.generator, config.generator_base_url or config.base_url, config.cache)
     detector = make_detector(config.detector, backend=None if config.detector == "student" else analyst,
                              threshold=config.threshold)
-    report = ReportData(title="wildfeedback run", settings=_settings(config, sources, analyst, generator, detector))
+    report = ReportData(title="wildfeedback run", settings=_settings(config, files, analyst, generator, detector))
     stage = PreferenceStage(
         signals=detector.detect,
         analyst=analyst,
@@ -169,7 +192,7 @@ def run_pipeline(config: RunConfig, progress: Callable[[RunReport, ReportData], 
     filters = FilterConfig(languages=config.languages, min_user_turns=config.min_user_turns, dedupe=config.dedupe)
     cap = _Cap(config.max_conversations)
     stages = [*([filter_stage(filters)] if filters.active else []), cap, stage]
-    writer = PreferenceWriter(out, PreferenceExporter(out))
+    writer = PreferenceWriter(work, PreferenceExporter(work))
     writer.card = report.settings
 
     def update(run: RunReport) -> None:
@@ -177,19 +200,19 @@ def run_pipeline(config: RunConfig, progress: Callable[[RunReport, ReportData], 
             progress(run, report)
 
     executor = LocalExecutor(stages, batch_size=config.batch_size, on_error=config.on_error,
-                             errors_path=out / "input.errors.jsonl", progress=update)
-    records = read_conversations(sources, format=config.format)
+                             errors_path=work / "input.errors.jsonl", progress=update)
+    records = read_conversations(files, format=config.format)
     run = executor.run(_until(records, cap), writer)
     seconds = time.perf_counter() - started
     report.seconds = seconds
     report.funnel = _funnel(run, cap, report)
     report.drops = {k.removeprefix("preferences: "): v for k, v in run.stages.items() if "dropped" in k}
-    write_report(report, out / "report.html")
+    write_report(report, work / "report.html")
     usage = {"analyst": analyst.usage.as_dict()}
     if generator is not analyst:
         usage["generator"] = generator.usage.as_dict()
-    summary = RunSummary(report.settings, run, report, out, seconds, usage)
-    (out / "run.json").write_text(json.dumps(summary.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    summary = RunSummary(report.settings, run, report, Path(config.output), seconds, usage)
+    (work / "run.json").write_text(json.dumps(summary.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
     return summary
 
 

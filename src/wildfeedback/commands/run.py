@@ -44,6 +44,7 @@ def run(
     no_cache: NoCacheOption = False,
     concurrency: ConcurrencyOption = 8,
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected if omitted.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT folder that wildfeedback did not write (its files are deleted).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """The main job: logs -> feedback signals -> preference pairs -> TRL exports, card and HTML report."""
@@ -56,7 +57,7 @@ def run(
                        generator_base_url=generator_base_url, detector=detector, mode=mode,  # type: ignore[arg-type]
                        max_conversations=max_conversations, max_pairs=max_pairs, max_tokens=max_tokens,
                        languages=languages, eval_set=eval_set, llm_moderation=llm_moderation, threshold=threshold,
-                       cache=False if no_cache else (cache or True), concurrency=concurrency, format=format)
+                       cache=False if no_cache else (cache or True), concurrency=concurrency, format=format, overwrite=overwrite)
     with progress_line() as (progress, task):
 
         def update(report: RunReport, data) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ under `skip` each one goes to the errors file with its reason.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 from wildfeedback.engine.stage import Stage, Tally
 from wildfeedback.errors import BadRecordError, Rejected
+from wildfeedback.io.outputs import temporary_file
 from wildfeedback.io.writers import Writer
 
 OnError = Literal["fail", "skip"]
@@ -54,23 +56,31 @@ ProgressCallback = Callable[[RunReport], None]
 
 
 class ErrorsFile:
-    """Rejected records, one JSON line each, opened only when the first arrives."""
+    """Rejected records, one JSON line each, opened only when the first arrives.
+
+    Written under a temporary name of its own and renamed at the end, also when
+    the run stops with an error (the records set aside so far are what the user
+    needs then), so two runs never mix their rejects in one file.
+    """
 
     def __init__(self, path: Path | None):
         self.path = path
         self._file: Any = None
+        self._partial: Path | None = None
 
     def write(self, rejected: Rejected) -> None:
         if self.path is None:
             return
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")
+            self._partial = temporary_file(self.path)
+            self._file = open(self._partial, "wb")
         self._file.write(rejected.to_json() + b"\n")
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is not None and self.path is not None and self._partial is not None:
             self._file.close()
+            os.replace(self._partial, self.path)
+            self._file = None
 
 
 @contextmanager

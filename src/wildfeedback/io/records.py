@@ -6,7 +6,7 @@ records here are flat, so their Arrow schema is derived from the pydantic
 model: strings, integers, floats, booleans and lists of strings get typed
 columns, anything free-form (a `metadata` dict) is stored as JSON text and
 decoded on reading. Like the conversation writers, output goes to a temporary
-name and is renamed on `close()`.
+name of its own and is renamed on `close()`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from wildfeedback.errors import WildfeedbackError, describe_validation_error
-from wildfeedback.io.writers import _open_compressed, _partial, output_kind
+from wildfeedback.io.outputs import remove_temporary, temporary_file
+from wildfeedback.io.writers import open_compressed, output_kind
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,11 +86,12 @@ class RecordWriter(Generic[M]):
         self.kind = output_kind(self.path)
         if self.kind not in ("jsonl", "parquet"):
             raise ValueError(f"{self.path}: records are written as .jsonl[.gz|.zst] or .parquet")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = _partial(self.path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: is a folder; name a .jsonl or .parquet file")
+        self._partial = temporary_file(self.path)
         self.count = 0
         if self.kind == "jsonl":
-            self._file = _open_compressed(self._partial)
+            self._file = open_compressed(self._partial, like=self.path)
         else:
             import pyarrow.parquet as pq
 
@@ -118,7 +120,7 @@ class RecordWriter(Generic[M]):
 
     def abort(self) -> None:
         self._file.close()
-        self._partial.unlink(missing_ok=True)
+        remove_temporary(self._partial)
 
     def __enter__(self) -> RecordWriter[M]:
         return self

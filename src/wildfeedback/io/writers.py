@@ -2,19 +2,19 @@
 `datasets` directory (`save_to_disk`), chosen from the output path.
 
 Writers take batches, so memory is one batch, whatever the corpus size. Each
-writes to a temporary name and renames on `close()`, so an interrupted run never
-leaves a half-written file that looks complete.
+writes to a temporary name of its own (`io/outputs.py`) and renames on
+`close()`, so an interrupted run never leaves a half-written file that looks
+complete, two runs never mix, and a folder that was not ours is never deleted.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from wildfeedback.io.outputs import check_folder_target, remove_temporary, swap_in, temporary_file, temporary_folder
 from wildfeedback.schema import Conversation
 
 
@@ -41,10 +41,15 @@ def output_kind(path: Path) -> str:
     raise ValueError(f"{path}: cannot tell the output format; use .jsonl[.gz|.zst], .parquet, or a directory name")
 
 
-def open_writer(path: str | os.PathLike[str]) -> Writer:
+def open_writer(path: str | os.PathLike[str], *, overwrite: bool = False) -> Writer:
+    """A writer for `path`. A folder target (a dataset) that holds files wildfeedback
+    did not write is refused unless `overwrite`."""
     path = Path(path)
     kind = output_kind(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "hf":
+        check_folder_target(path, overwrite=overwrite, what="dataset")
+    elif path.is_dir():
+        raise ValueError(f"{path}: is a folder; name a file (.jsonl, .parquet) or a new folder for a dataset")
     if kind == "jsonl":
         return JsonlWriter(path)
     if kind == "parquet":
@@ -52,15 +57,11 @@ def open_writer(path: str | os.PathLike[str]) -> Writer:
     return HFDatasetWriter(path)
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 class JsonlWriter:
     def __init__(self, path: Path):
         self.path = path
-        self._partial = _partial(path)
-        self._file = _open_compressed(self._partial)
+        self._partial = temporary_file(path)
+        self._file = open_compressed(self._partial, like=path)
 
     def write(self, batch: list[Conversation]) -> None:
         self._file.write(b"".join(c.to_json() + b"\n" for c in batch))
@@ -71,11 +72,12 @@ class JsonlWriter:
 
     def abort(self) -> None:
         self._file.close()
-        self._partial.unlink(missing_ok=True)
+        remove_temporary(self._partial)
 
 
-def _open_compressed(path: Path) -> BinaryIO:
-    name = path.name.removesuffix(".partial")
+def open_compressed(path: Path, *, like: Path) -> BinaryIO:
+    """`path` opened for writing, compressed as the name of `like` says (.gz, .zst)."""
+    name = like.name
     if name.endswith(".gz"):
         return gzip.open(path, "wb", compresslevel=6)  # type: ignore[return-value]
     if name.endswith(".zst"):
@@ -92,7 +94,7 @@ class ParquetWriter:
         from wildfeedback.io.parquet import SCHEMA
 
         self.path = path
-        self._partial = _partial(path)
+        self._partial = temporary_file(path)
         self._writer = pq.ParquetWriter(self._partial, SCHEMA, compression="zstd")
 
     def write(self, batch: list[Conversation]) -> None:
@@ -107,11 +109,13 @@ class ParquetWriter:
 
     def abort(self) -> None:
         self._writer.close()
-        self._partial.unlink(missing_ok=True)
+        remove_temporary(self._partial)
 
 
 class HFDatasetWriter:
-    """Parquet shards in a scratch directory, turned into a `datasets.Dataset` at the end."""
+    """Parquet shards in a scratch folder, turned into a `datasets.Dataset` in a fresh
+    sibling folder and swapped in at the end (`io/outputs.py`): the previous
+    dataset stays whole until the new one is complete."""
 
     def __init__(self, path: Path):
         try:
@@ -121,7 +125,7 @@ class HFDatasetWriter:
                 f"{path}: writing a Hugging Face dataset needs the `datasets` package: pip install 'wildfeedback[hf]'"
             ) from None
         self.path = path
-        self._scratch = Path(tempfile.mkdtemp(prefix=".wildfeedback-", dir=path.parent))
+        self._scratch = temporary_folder(path)
         self._shard = ParquetWriter(self._scratch / "data.parquet")
 
     def write(self, batch: list[Conversation]) -> None:
@@ -131,13 +135,19 @@ class HFDatasetWriter:
         import datasets
 
         self._shard.close()
-        cache = self._scratch / "cache"
-        dataset = datasets.Dataset.from_parquet(str(self._shard.path), cache_dir=str(cache), keep_in_memory=False)
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        dataset.save_to_disk(str(self.path))
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        dataset = datasets.Dataset.from_parquet(
+            str(self._shard.path), cache_dir=str(self._scratch / "cache"), keep_in_memory=False
+        )
+        built = temporary_folder(self.path)
+        try:
+            dataset.save_to_disk(str(built))
+            swap_in(built, self.path, kind="dataset")
+        except BaseException:
+            remove_temporary(built)
+            raise
+        finally:
+            remove_temporary(self._scratch)
 
     def abort(self) -> None:
         self._shard.abort()
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        remove_temporary(self._scratch)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,14 @@ from typing import Any
 
 import orjson
 
+from wildfeedback.io.outputs import (
+    check_folder_target,
+    mark_as_ours,
+    remove_temporary,
+    swap_in,
+    temporary_file,
+    temporary_folder,
+)
 from wildfeedback.schema import PreferencePair, UnpairedExample
 
 FORMATS = ("dpo", "kto", "rm")
@@ -96,13 +103,16 @@ class PreferenceExporter:
     """Streams pairs and unpaired examples into OUT/{dpo,kto,rm}/train.jsonl, then makes
     Parquet, a `datasets` directory and the card on `close()`."""
 
-    def __init__(self, directory: str | os.PathLike[str]):
+    def __init__(self, directory: str | os.PathLike[str], *, overwrite: bool = False):
         self.directory = Path(directory)
+        check_folder_target(self.directory, overwrite=overwrite, what="export")
         self.stats = ExportStats()
         self._files = {}
+        self._partials: dict[str, Path] = {}
         for name in FORMATS:
             (self.directory / name).mkdir(parents=True, exist_ok=True)
-            self._files[name] = open(self.directory / name / ".train.jsonl.partial", "wb")
+            self._partials[name] = temporary_file(self.directory / name / "train.jsonl")
+            self._files[name] = open(self._partials[name], "wb")
 
     def add_pair(self, pair: PreferencePair) -> None:
         self._write("dpo", dpo_row(pair))
@@ -128,16 +138,18 @@ class PreferenceExporter:
             stream.close()
             folder = self.directory / name
             jsonl = folder / "train.jsonl"
-            os.replace(folder / ".train.jsonl.partial", jsonl)
+            os.replace(self._partials[name], jsonl)
             written[name] = folder
             if self.stats.rows[name]:
                 _to_parquet_and_dataset(jsonl, folder)
         (self.directory / "README.md").write_text(dataset_card(self.stats, card or {}), encoding="utf-8")
+        mark_as_ours(self.directory, "preference exports")
         return written
 
     def abort(self) -> None:
-        for stream in self._files.values():
+        for name, stream in self._files.items():
             stream.close()
+            remove_temporary(self._partials[name])
 
 
 def _to_parquet_and_dataset(jsonl: Path, folder: Path) -> None:
@@ -150,9 +162,13 @@ def _to_parquet_and_dataset(jsonl: Path, folder: Path) -> None:
     dataset = datasets.Dataset.from_list(rows)
     dataset.to_parquet(str(folder / "train.parquet"))
     target = folder / "hf"
-    if target.exists():
-        shutil.rmtree(target)
-    datasets.DatasetDict({"train": dataset}).save_to_disk(str(target))
+    built = temporary_folder(target)
+    try:
+        datasets.DatasetDict({"train": dataset}).save_to_disk(str(built))
+        swap_in(built, target, kind="dataset")
+    except BaseException:
+        remove_temporary(built)
+        raise
 
 
 def _length_row(name: str, values: list[int]) -> str:

@@ -28,6 +28,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from wildfeedback.io.outputs import write_text_atomically
 from wildfeedback.report.data import ExamplePair, ReportData
 
 LABEL_COLORS = {"SAT": "#2a9d8f", "DSAT": "#e76f51"}
@@ -47,12 +48,7 @@ def render_report(data: ReportData) -> str:
 
 def write_page(html: str, path: str | Path) -> Path:
     """Write a page under a temporary name and rename it, so a stopped run leaves no half-written page."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_text_atomically(Path(path), html)
 
 
 def write_report(data: ReportData, path: str | Path) -> Path:

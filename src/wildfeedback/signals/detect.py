@@ -19,7 +19,9 @@ from typing import Any
 
 from wildfeedback.engine import LocalExecutor, OnError, RunReport, Tally
 from wildfeedback.engine.local import ProgressCallback
+from wildfeedback.io.outputs import check_outputs
 from wildfeedback.io.reader import read_conversations
+from wildfeedback.io.sources import expand_inputs
 from wildfeedback.io.records import RecordWriter
 from wildfeedback.llm import Backend, make_backend
 from wildfeedback.llm.cache import CachedBackend
@@ -196,16 +198,21 @@ def detect_signals(
     `OUTPUT.issues.jsonl`), unreadable input records to `errors_path` under skip."""
     output = Path(output)
     issues_file = Path(issues_path) if issues_path else sibling(output, "issues")
+    errors_file = Path(errors_path) if errors_path else sibling(output, "errors")
+    sources = list(inputs)
+    files = expand_inputs(sources)
+    check_outputs(files, [output, issues_file, errors_file if on_error == "skip" else None],
+                  input_folders=[Path(s) for s in sources if Path(s).is_dir()])
     stage = DetectorStage(detector)
     executor = LocalExecutor(
         [stage],
         batch_size=batch_size,
         on_error=on_error,
-        errors_path=Path(errors_path) if errors_path else sibling(output, "errors"),
+        errors_path=errors_file,
         progress=progress,
     )
     writer = SignalsWriter(output, issues_file)
-    run = executor.run(_limited(read_conversations(list(inputs), format=format), limit), writer)
+    run = executor.run(_limited(read_conversations(files, format=format), limit), writer)
     backend = _backend_of(detector)
     report = DetectReport(
         run=run,
