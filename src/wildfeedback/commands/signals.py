@@ -10,10 +10,14 @@ import typer
 from rich.table import Table
 
 from wildfeedback.commands.console import (
+    DEFAULT_LLM_TIMEOUT,
+    DEFAULT_MAX_FAILURE_RATE,
     BaseUrlOption,
     CacheOption,
     ConcurrencyOption,
     LLMOption,
+    LLMTimeoutOption,
+    MaxFailureRateOption,
     NoCacheOption,
     err,
     fail,
@@ -21,8 +25,9 @@ from wildfeedback.commands.console import (
 )
 from wildfeedback.engine import RunReport
 from wildfeedback.errors import BadRecordError
+from wildfeedback.io.outputs import check_folder_target, check_outputs, mark_as_ours, write_text_atomically
 from wildfeedback.io.reader import UnknownFormatError
-from wildfeedback.io.sources import InputError
+from wildfeedback.io.sources import InputError, expand_inputs
 
 app = typer.Typer(help="Find SAT / DSAT feedback in user turns; train the student; learn a rubric.", no_args_is_help=True)
 
@@ -30,11 +35,11 @@ InputsArgument = Annotated[list[str], typer.Argument(help="Conversations: files,
 FormatOption = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected if omitted.")]
 
 
-def _backend(llm: str, base_url: str | None, cache: str | None, no_cache: bool):  # type: ignore[no-untyped-def]
+def _backend(llm: str, base_url: str | None, cache: str | None, no_cache: bool, llm_timeout: float):  # type: ignore[no-untyped-def]
     from wildfeedback.signals.detect import open_backend
 
     try:
-        return open_backend(llm, base_url, False if no_cache else (cache or True))
+        return open_backend(llm, base_url, False if no_cache else (cache or True), deadline=llm_timeout)
     except (ValueError, ImportError, FileNotFoundError) as error:
         raise fail(str(error), 2) from None
 
@@ -55,6 +60,8 @@ def detect(
     concurrency: ConcurrencyOption = 8,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
+    llm_timeout: LLMTimeoutOption = DEFAULT_LLM_TIMEOUT,
+    max_failure_rate: MaxFailureRateOption = DEFAULT_MAX_FAILURE_RATE,
     on_error: Annotated[str, typer.Option(help="Unreadable input records: fail, or skip to the errors file.")] = "fail",
     issues: Annotated[Optional[Path], typer.Option(help="Model-output problems (default: OUTPUT.issues.jsonl).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
@@ -66,7 +73,7 @@ def detect(
         raise fail(f"--detector must be one of {', '.join(DETECTORS)}, not {detector!r}", 2)
     if on_error not in ("fail", "skip"):
         raise fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
-    backend = None if detector == "student" else _backend(llm, base_url, cache, no_cache)
+    backend = None if detector == "student" else _backend(llm, base_url, cache, no_cache, llm_timeout)
     options = {"concurrency": concurrency} if detector != "student" else {}
     try:
         built = make_detector(detector, backend=backend, rubric=rubric, student_model=student_model,
@@ -92,7 +99,15 @@ def detect(
     result = report.as_dict()
     if as_json:
         print(json.dumps(result, indent=2))
-        return
+    else:
+        _print_detect_report(report)
+    if backend is not None:  # after the outputs and the report: what was done is kept
+        from wildfeedback.llm import check_failures
+
+        check_failures(backend, max_failure_rate)
+
+
+def _print_detect_report(report) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"signals ({report.detector})", show_header=False, title_justify="left")
     table.add_row("conversations", f"{report.run.read:,}" + (f" ({report.run.rejected:,} unreadable)" if report.run.rejected else ""))
     table.add_row("signals", f"{report.signals:,} → {report.run.output}")
@@ -133,6 +148,9 @@ def train(
     from wildfeedback.signals.rubric import RubricError, load_rubric
     from wildfeedback.signals.training import examples_from_signals, train_with_holdout
 
+    check_folder_target(output, what="model")
+    check_outputs(expand_inputs(inputs), [output], input_folders=[Path(i) for i in inputs if Path(i).is_dir()],
+                  folder_outputs=[output])
     try:
         conversations = [c_ for c_ in read_conversations(inputs, format=format) if isinstance(c_, Conversation)]
         if signals is not None:
@@ -148,7 +166,7 @@ def train(
                                             info={"name": output.name, "labels": origin})
     except (InputError, UnknownFormatError, RecordFileError, RubricError) as error:
         raise fail(str(error), 2) from None
-    model.save(output)
+    mark_as_ours(model.save(output), "student model")
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
@@ -177,29 +195,39 @@ def learn_rubric(
     concurrency: ConcurrencyOption = 8,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
+    llm_timeout: LLMTimeoutOption = DEFAULT_LLM_TIMEOUT,
+    max_failure_rate: MaxFailureRateOption = DEFAULT_MAX_FAILURE_RATE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Learn a rubric (SPUR) from conversations with thumbs or ratings, with its score thresholds."""
+    from wildfeedback.llm import check_failures
+    from wildfeedback.signals.detect import sibling
     from wildfeedback.signals.learned_rubric import learn_rubric as run_learning
 
-    backend = _backend(llm, base_url, cache, no_cache)
+    check_outputs(expand_inputs(inputs), [output, sibling(output, "issues")],
+                  input_folders=[Path(i) for i in inputs if Path(i).is_dir()])
+    backend = _backend(llm, base_url, cache, no_cache, llm_timeout)
     try:
         report = run_learning(inputs, backend, name=name, max_conversations=max_conversations, max_items=max_items,
                               seed=seed, format=format, concurrency=concurrency)
     except (InputError, UnknownFormatError, ValueError) as error:
+        check_failures(backend, max_failure_rate)  # "no rubric items" from a dead server: say so instead
         raise fail(str(error), 2) from None
     from wildfeedback.io.records import write_records
     from wildfeedback.schema import SignalIssue
-    from wildfeedback.signals.detect import sibling
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report.rubric.to_yaml(), encoding="utf-8")
+    write_text_atomically(output, report.rubric.to_yaml())
     issues_file = sibling(output, "issues")
     write_records(issues_file, SignalIssue, report.issues)
     summary = {**report.summary(), "output": str(output), "issues_file": str(issues_file)}
     if as_json:
         print(json.dumps(summary, indent=2))
-        return
+    else:
+        _print_rubric_summary(report, summary, output, issues_file)
+    check_failures(backend, max_failure_rate)  # after the rubric and its issues are written
+
+
+def _print_rubric_summary(report, summary, output: Path, issues_file: Path) -> None:  # type: ignore[no-untyped-def]
     err.print(f"rubric {report.rubric.id} → {output}")
     err.print(f"  from {summary['conversations']} labelled conversations; {summary['llm_calls']} LLM calls; "
               f"{summary['issues']} issues → {issues_file}")

@@ -21,8 +21,8 @@ from wildfeedback.engine import LocalExecutor, OnError, RunReport, Tally
 from wildfeedback.engine.local import ProgressCallback
 from wildfeedback.io.outputs import check_outputs
 from wildfeedback.io.reader import read_conversations
-from wildfeedback.io.sources import expand_inputs
 from wildfeedback.io.records import RecordWriter
+from wildfeedback.io.sources import expand_inputs
 from wildfeedback.llm import Backend, make_backend
 from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.schema import Conversation, Signal, SignalIssue
