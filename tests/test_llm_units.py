@@ -228,7 +228,8 @@ def test_embedded_batches_concurrent_requests_by_sampling() -> None:
     assert sum(n for _, n in backend.groups) == 8 and all(n <= 4 for _, n in backend.groups)
     assert len(backend.groups) <= 4
     assert {s for s, _ in backend.groups} == {greedy, sampled}
-    assert backend.usage.as_dict() == {"calls": 8, "prompt_tokens": 16, "completion_tokens": 24, "total_tokens": 40}
+    assert backend.usage.as_dict() == {"calls": 8, "prompt_tokens": 16, "completion_tokens": 24, "total_tokens": 40,
+                                       "failed": 0}
     assert backend.model == "unused"
 
 

@@ -38,7 +38,7 @@ from wildfeedback.filters import FilterConfig, filter_stage
 from wildfeedback.io.outputs import check_folder_target, check_outputs, remove_temporary, swap_in, temporary_folder
 from wildfeedback.io.reader import read_conversations
 from wildfeedback.io.sources import expand_inputs
-from wildfeedback.llm import Backend
+from wildfeedback.llm import DEFAULT_DEADLINE, Backend
 from wildfeedback.preferences.export import PreferenceExporter
 from wildfeedback.preferences.generate import Mode
 from wildfeedback.preferences.pipeline import PreferenceConfig, PreferenceStage, PreferenceWriter
@@ -73,6 +73,7 @@ class RunConfig:
     threshold: float = 0.8
     cache: str | os.PathLike[str] | None | bool = True
     concurrency: int = 8
+    llm_timeout: float | None = DEFAULT_DEADLINE  # seconds for one LLM call, retries included
     batch_size: int = 200
     on_error: OnError = "skip"
     format: str | None = None
@@ -105,6 +106,7 @@ class RunSummary:
     output: Path
     seconds: float
     usage: dict[str, dict[str, int]]
+    backends: dict[str, Backend] = field(default_factory=dict)  # as in `usage`: for `llm.check_failures`
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,10 +175,11 @@ def _run_into(work: Path, config: RunConfig, files: list[Path], started: float,
     """The job itself, writing everything into `work` (swapped in as OUT by the caller)."""
     from wildfeedback.report.html import write_report
 
-    analyst = open_backend(config.llm, config.base_url, config.cache)
+    analyst = open_backend(config.llm, config.base_url, config.cache, deadline=config.llm_timeout)
     generator: Backend = analyst
     if config.generator:
-        generator = open_backend(config.generator, config.generator_base_url or config.base_url, config.cache)
+        generator = open_backend(config.generator, config.generator_base_url or config.base_url, config.cache,
+                                 deadline=config.llm_timeout)
     detector = make_detector(config.detector, backend=None if config.detector == "student" else analyst,
                              threshold=config.threshold)
     report = ReportData(title="wildfeedback run", settings=_settings(config, files, analyst, generator, detector))
@@ -208,10 +211,9 @@ def _run_into(work: Path, config: RunConfig, files: list[Path], started: float,
     report.funnel = _funnel(run, cap, report)
     report.drops = {k.removeprefix("preferences: "): v for k, v in run.stages.items() if "dropped" in k}
     write_report(report, work / "report.html")
-    usage = {"analyst": analyst.usage.as_dict()}
-    if generator is not analyst:
-        usage["generator"] = generator.usage.as_dict()
-    summary = RunSummary(report.settings, run, report, Path(config.output), seconds, usage)
+    backends = {"analyst": analyst, **({"generator": generator} if generator is not analyst else {})}
+    usage = {who: backend.usage.as_dict() for who, backend in backends.items()}
+    summary = RunSummary(report.settings, run, report, Path(config.output), seconds, usage, backends)
     (work / "run.json").write_text(json.dumps(summary.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
     return summary
 

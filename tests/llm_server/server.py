@@ -10,6 +10,10 @@ script, or without one, it follows the default step (`POST /control {"default": 
 
 A step is a dict; every field is optional:
   sleep          seconds to wait before answering (e.g. past the client's timeout)
+  hang           seconds (at most) to answer nothing at all; the handler returns as soon
+                 as the client hangs up, so an abandoned call does not hold a thread
+  trickle        seconds between bytes: send the headers, then the answer one byte at a
+                 time (a client whose read timeout restarts on every byte never times out)
   status         answer with this HTTP error status and an OpenAI-style error body
   retry_after    with `status`: a Retry-After header value (seconds)
   retry_after_ms with `status`: a retry-after-ms header value
@@ -33,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
+import socket
 import sys
 import threading
 import time
@@ -160,6 +166,30 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             pass
 
+    def _hang(self, seconds: float) -> None:
+        """Answer nothing for up to `seconds`; return early once the client has hung up."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.1)
+            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                return  # end of stream: the client closed the connection
+
+    def _trickle(self, payload: Any, seconds: float) -> None:
+        """A 200 answer whose body arrives one byte every `seconds`."""
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(data)):
+                time.sleep(seconds)
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up
+            self.close_connection = True
+
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -221,6 +251,10 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, body: dict[str, Any], step: dict[str, Any]) -> None:
         if step.get("sleep"):
             time.sleep(float(step["sleep"]))
+        if step.get("hang"):
+            self._hang(float(step["hang"]))
+            self.close_connection = True
+            return
         if "status" in step:
             headers = {}
             if "retry_after" in step:
@@ -246,27 +280,28 @@ class Handler(BaseHTTPRequestHandler):
                 content = f"echo: {last_user.get('content', '')}"
         prompt_tokens = sum(words(m["content"]) for m in messages if isinstance(m.get("content"), str))
         completion_tokens = words(content)
-        self._send(
-            200,
-            {
-                "id": f"chatcmpl-{STATE.total}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "scripted"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": step.get("finish_reason", "stop"),
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+        answer = {
+            "id": f"chatcmpl-{STATE.total}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "scripted"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": step.get("finish_reason", "stop"),
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             },
-        )
+        }
+        if step.get("trickle"):
+            self._trickle(answer, float(step["trickle"]))
+        else:
+            self._send(200, answer)
         with STATE.lock:
             STATE.completed += 1
 

@@ -32,3 +32,9 @@ BaseUrlOption = Annotated[Optional[str], typer.Option("--base-url", help="The se
 CacheOption = Annotated[Optional[str], typer.Option("--cache", help="Response cache (SQLite); default $WILDFEEDBACK_CACHE or ~/.cache/wildfeedback/llm-cache.sqlite.")]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Call the LLM for everything, store nothing.")]
 ConcurrencyOption = Annotated[int, typer.Option(help="LLM calls in flight at once.")]
+# The library's llm.DEFAULT_DEADLINE and llm.DEFAULT_MAX_FAILURE_RATE, spelled again so that
+# the command line starts without importing the LLM client (tests/test_safety_llm.py checks they agree).
+DEFAULT_LLM_TIMEOUT = 120.0
+DEFAULT_MAX_FAILURE_RATE = 0.5
+LLMTimeoutOption = Annotated[float, typer.Option("--llm-timeout", metavar="SECONDS", help="Seconds one LLM call may take in all, retries included; then it is a timeout issue (served models; the embedded model is bounded by its max tokens).")]
+MaxFailureRateOption = Annotated[float, typer.Option("--max-failure-rate", min=0.0, max=1.0, help="Exit 1 (after writing the outputs) when every LLM call failed, or more than this share of them (over at least 5 calls).")]

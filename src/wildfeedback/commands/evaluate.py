@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from wildfeedback.commands.console import CacheOption, ConcurrencyOption, NoCacheOption, err, fail
+from wildfeedback.commands.console import (
+    DEFAULT_LLM_TIMEOUT,
+    CacheOption,
+    ConcurrencyOption,
+    LLMTimeoutOption,
+    NoCacheOption,
+    err,
+    fail,
+)
 from wildfeedback.io.reader import UnknownFormatError
 from wildfeedback.io.sources import InputError
 
@@ -16,11 +24,11 @@ app = typer.Typer(help="Evaluate with checklists from the users' own feedback; a
                   no_args_is_help=True)
 
 
-def _open(spec: str, base_url: str | None, cache: str | None, no_cache: bool):  # type: ignore[no-untyped-def]
+def _open(spec: str, base_url: str | None, cache: str | None, no_cache: bool, llm_timeout: float):  # type: ignore[no-untyped-def]
     from wildfeedback.signals.detect import open_backend
 
     try:
-        return open_backend(spec, base_url, False if no_cache else (cache or True))
+        return open_backend(spec, base_url, False if no_cache else (cache or True), deadline=llm_timeout)
     except (ValueError, ImportError, FileNotFoundError) as error:
         raise fail(str(error), 2) from None
 
@@ -62,6 +70,7 @@ def checklist(
     concurrency: ConcurrencyOption = 8,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
+    llm_timeout: LLMTimeoutOption = DEFAULT_LLM_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Candidate vs baseline, judged in both orders with each item's checklist; rates with bootstrap 95% CIs."""
@@ -80,8 +89,9 @@ def checklist(
     if not chosen:
         raise fail(f"{items}: no items with a checklist", 2)
     evaluation = ChecklistEvaluation(
-        candidate=_open(candidate, base_url, cache, no_cache), baseline=_open(baseline, base_url, cache, no_cache),
-        judge=_open(judge, base_url, cache, no_cache), length_penalty=length_penalty, single=single,
+        candidate=_open(candidate, base_url, cache, no_cache, llm_timeout),
+        baseline=_open(baseline, base_url, cache, no_cache, llm_timeout),
+        judge=_open(judge, base_url, cache, no_cache, llm_timeout), length_penalty=length_penalty, single=single,
         max_tokens=max_tokens, concurrency=concurrency,
     )
     result = evaluation.run(chosen)
@@ -157,13 +167,14 @@ def agreement_judge(
     concurrency: ConcurrencyOption = 8,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
+    llm_timeout: LLMTimeoutOption = DEFAULT_LLM_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The checklist judge's choices against people's on side-by-side pairs."""
     from wildfeedback.evaluate.agreement import judge_agreement
     from wildfeedback.evaluate.judge import ChecklistJudge
 
-    backend = _open(judge, base_url, cache, no_cache)
+    backend = _open(judge, base_url, cache, no_cache, llm_timeout)
     try:
         result = judge_agreement(_conversations(inputs, format), ChecklistJudge(backend, concurrency=concurrency),
                                  limit=limit)

@@ -10,10 +10,14 @@ import typer
 from rich.table import Table
 
 from wildfeedback.commands.console import (
+    DEFAULT_LLM_TIMEOUT,
+    DEFAULT_MAX_FAILURE_RATE,
     BaseUrlOption,
     CacheOption,
     ConcurrencyOption,
     LLMOption,
+    LLMTimeoutOption,
+    MaxFailureRateOption,
     NoCacheOption,
     err,
     fail,
@@ -43,11 +47,14 @@ def run(
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
     concurrency: ConcurrencyOption = 8,
+    llm_timeout: LLMTimeoutOption = DEFAULT_LLM_TIMEOUT,
+    max_failure_rate: MaxFailureRateOption = DEFAULT_MAX_FAILURE_RATE,
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected if omitted.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT folder that wildfeedback did not write (its files are deleted).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """The main job: logs -> feedback signals -> preference pairs -> TRL exports, card and HTML report."""
+    from wildfeedback.llm import check_failures
     from wildfeedback.run import RunConfig, run_pipeline
 
     if mode not in ("expert", "on-policy"):
@@ -57,7 +64,8 @@ def run(
                        generator_base_url=generator_base_url, detector=detector, mode=mode,  # type: ignore[arg-type]
                        max_conversations=max_conversations, max_pairs=max_pairs, max_tokens=max_tokens,
                        languages=languages, eval_set=eval_set, llm_moderation=llm_moderation, threshold=threshold,
-                       cache=False if no_cache else (cache or True), concurrency=concurrency, format=format, overwrite=overwrite)
+                       cache=False if no_cache else (cache or True), concurrency=concurrency, format=format, overwrite=overwrite,
+                       llm_timeout=llm_timeout)
     with progress_line() as (progress, task):
 
         def update(report: RunReport, data) -> None:  # type: ignore[no-untyped-def]
@@ -72,14 +80,22 @@ def run(
             raise fail(str(error), 2) from None
     if as_json:
         print(json.dumps(summary.as_dict(), indent=2, default=str))
-        return
+    else:
+        _print_summary(summary)
+    settings = {"analyst": "--base-url", "generator": "--generator / --generator-base-url"}
+    for who, backend in summary.backends.items():  # after the outputs and the summary: they are still worth having
+        check_failures(backend, max_failure_rate, setting=settings[who])
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     table = Table(title="wildfeedback run", show_header=False, title_justify="left")
     for stage, count in summary.report.funnel.items():
         table.add_row(stage, f"{count:,}")
     for reason, count in sorted(summary.report.drops.items(), key=lambda kv: -kv[1]):
         table.add_row("", f"{count:,} × {reason}")
     for who, usage in summary.usage.items():
-        table.add_row(f"LLM ({who})", f"{usage['calls']:,} calls, {usage['total_tokens']:,} tokens")
+        table.add_row(f"LLM ({who})", f"{usage['calls']:,} calls, {usage['failed']:,} failed, "
+                                      f"{usage['total_tokens']:,} tokens")
     out = summary.output
     table.add_row("exports", f"{out / 'dpo'}, {out / 'kto'}, {out / 'rm'} (card: {out / 'README.md'})")
     table.add_row("report", str(out / "report.html"))

@@ -117,7 +117,7 @@ def _print_detect_report(report) -> None:  # type: ignore[no-untyped-def]
     if report.calls or report.usage:
         usage = report.usage
         table.add_row("LLM", f"{report.calls:,} calls asked, {usage.get('calls', 0):,} made, "
-                             f"{usage.get('total_tokens', 0):,} tokens spent"
+                             f"{usage.get('failed', 0):,} failed, {usage.get('total_tokens', 0):,} tokens spent"
                              + (f", cache {report.cache['hits']:,} hits" if report.cache else ""))
     if report.cascade:
         c = report.cascade

@@ -7,7 +7,7 @@
     result = await call_structured(backend, messages, MyModel, Sampling(max_tokens=200))
     outcomes = await backend.complete_many([Request(m) for m in batch], concurrency=16)
 
-Modules: `base` (interface, Sampling, Completion, Failure, Usage), `openai_compat`,
+Modules: `base` (interface, Sampling, Completion, Failure, Usage, the failure check), `openai_compat`,
 `embedded`, `cache`, `structured`, `jsontext` (JSON in model text), `sync`
 (blocking entry points).
 """
@@ -19,20 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from wildfeedback.llm.base import (
+    DEFAULT_MAX_FAILURE_RATE,
     Backend,
     Completion,
     Failure,
     LLMError,
+    LLMUnavailableError,
     Messages,
     Outcome,
     Request,
     Sampling,
     Usage,
+    check_failures,
     gather_bounded,
 )
-from wildfeedback.llm.cache import CachedBackend, ResponseCache, cache_key
+from wildfeedback.llm.cache import CachedBackend, CacheError, ResponseCache, cache_key
 from wildfeedback.llm.jsontext import extract_json
-from wildfeedback.llm.openai_compat import OpenAICompatBackend
+from wildfeedback.llm.openai_compat import DEFAULT_DEADLINE, OpenAICompatBackend
 from wildfeedback.llm.structured import (
     StructuredResult,
     call_structured,
@@ -44,11 +47,15 @@ from wildfeedback.llm.structured import (
 from wildfeedback.llm.sync import run_sync
 
 __all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_FAILURE_RATE",
     "Backend",
+    "CacheError",
     "CachedBackend",
     "Completion",
     "Failure",
     "LLMError",
+    "LLMUnavailableError",
     "Messages",
     "OpenAICompatBackend",
     "Outcome",
@@ -62,6 +69,7 @@ __all__ = [
     "call_structured_many",
     "call_structured_many_sync",
     "call_structured_sync",
+    "check_failures",
     "extract_json",
     "gather_bounded",
     "make_backend",
@@ -81,6 +89,7 @@ def make_backend(
     template_version: str = "",
     timeout: float = 60.0,
     max_retries: int = 4,
+    deadline: float | None = DEFAULT_DEADLINE,
     structured: str | None = None,
     **options: Any,
 ) -> Backend:
@@ -95,7 +104,11 @@ def make_backend(
       `$OPENAI_API_KEY` or `$WILDFEEDBACK_API_KEY`.
     - `vllm:MODEL` — the same with `structured="vllm"` (vLLM's `structured_outputs`).
 
-    `cache` (a path or a `ResponseCache`) wraps the backend in a `CachedBackend`.
+    `timeout` is per attempt, `deadline` (the CLI's `--llm-timeout`) bounds one whole
+    call, retries included, for a served model; the embedded model runs in this
+    process and is bounded by its `max_tokens` instead, so it ignores `deadline`.
+    `cache` (a path or a `ResponseCache`) wraps the backend in a `CachedBackend`; a
+    file that cannot be one is a `CacheError` now.
     Other keyword `options` go to the backend's constructor.
     """
     kind, _, rest = spec.strip().partition(":")
@@ -115,6 +128,7 @@ def make_backend(
             api_key=api_key,
             timeout=timeout,
             max_retries=max_retries,
+            deadline=deadline,
             structured=structured or ("vllm" if kind == "vllm" else "openai"),  # type: ignore[arg-type]
             **options,
         )

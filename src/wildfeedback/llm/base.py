@@ -8,7 +8,11 @@ code paths.
 
 Failures are values, not exceptions, at the batch level: a backend raises
 `LLMError` for one call, and `complete_many` turns it into a `Failure` in that
-row's slot, so one bad row never stops a run.
+row's slot, so one bad row never stops a run. But a run whose calls all fail (a
+server down, a wrong `--base-url`) has produced nothing worth an exit status of
+0: each backend counts its failed calls in `usage`, and `check_failures`, applied
+by the commands after their outputs are written, turns too many into an
+`LLMUnavailableError` (exit 1).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from wildfeedback.errors import WildfeedbackError
 from wildfeedback.llm.sync import run_sync
 
 Messages = list[dict[str, Any]]
@@ -128,8 +134,12 @@ class Request:
 
 
 class Usage:
-    """Tokens actually spent through one backend (cache hits are not spending).
+    """Calls made through one backend: tokens actually spent (cache hits are not
+    spending), and the calls that got no answer, by kind.
 
+    `calls` counts answered calls, `failed` calls that raised (after the client's
+    own retries: one per call, not per attempt). The backends count at the source,
+    so a caller that awaits `complete` directly is counted like a batch.
     Thread-safe: the embedded backend's worker thread and the event loop both add.
     """
 
@@ -138,12 +148,21 @@ class Usage:
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.failed = 0
+        self.failed_by_kind: Counter[str] = Counter()
+        self.first_failure: dict[str, Failure] = {}  # one example per kind, for the error message
 
     def add(self, completion: Completion) -> None:
         with self._lock:
             self.calls += 1
             self.prompt_tokens += completion.prompt_tokens
             self.completion_tokens += completion.completion_tokens
+
+    def fail(self, failure: Failure) -> None:
+        with self._lock:
+            self.failed += 1
+            self.failed_by_kind[failure.kind] += 1
+            self.first_failure.setdefault(failure.kind, failure)
 
     @property
     def total_tokens(self) -> int:
@@ -155,6 +174,7 @@ class Usage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "failed": self.failed,
         }
 
     def __repr__(self) -> str:
@@ -184,10 +204,29 @@ class Backend(ABC):
         json_schema: dict[str, Any] | None = None,
     ) -> Completion: ...
 
+    @property
+    def endpoint(self) -> str | None:
+        """Where the model is served (a server's base URL), or None for a local model.
+
+        Part of the cache key: two servers may serve different weights under one
+        model name, and must not share answers."""
+        return None
+
+    @property
+    def cache_hits(self) -> int:
+        """Answers replayed from a response cache (only a `CachedBackend` has any)."""
+        return 0
+
     def versioned(self, template_version: str) -> Backend:
         """This backend with its answers keyed under a prompt template version. Only a
         cached backend keys anything (see `CachedBackend`); any other is itself."""
         return self
+
+    def discard(self, messages: Messages, *, sampling: Sampling, json_schema: dict[str, Any] | None = None) -> None:
+        """Forget a completion the caller rejected (e.g. a reply that failed validation),
+        so a rerun asks again instead of replaying it. Only a cache remembers anything
+        (see `CachedBackend`); for any other backend this does nothing."""
+        return None
 
     async def complete_many(self, requests: Sequence[Request], concurrency: int = 8) -> list[Outcome]:
         """Run every request with at most `concurrency` in flight; results in input order.
@@ -218,6 +257,47 @@ class Backend(ABC):
 
     def close(self) -> None:
         run_sync(self.aclose())
+
+
+DEFAULT_MAX_FAILURE_RATE = 0.5
+MIN_CALLS_FOR_RATE = 5  # below this many calls, a share of failures says little; only "all failed" counts
+
+
+class LLMUnavailableError(WildfeedbackError):
+    """Too many of a run's LLM calls got no answer for its output to be worth exit status 0.
+
+    Raised by the commands after their outputs are written: what was done is kept
+    (the failed rows are in the issues), and a rerun resumes from the cache."""
+
+    exit_code = 1
+
+
+def check_failures(
+    backend: Backend, max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE, *, setting: str = "--base-url"
+) -> None:
+    """Raise `LLMUnavailableError` when every call through `backend` failed, or more
+    than `max_failure_rate` of them over at least `MIN_CALLS_FOR_RATE` calls.
+
+    The share is of answers asked for: calls answered, replayed from the cache, or
+    failed. A resumed run whose few remaining calls fail after hundreds of cache
+    hits is therefore not "all failed"; its failures are in its issues, and the
+    next rerun retries them. `setting` names the option to check in the message.
+    """
+    if not 0 <= max_failure_rate <= 1:
+        raise ValueError(f"max_failure_rate must be between 0 and 1, got {max_failure_rate}")
+    usage = backend.usage
+    failed = usage.failed
+    asked = usage.calls + backend.cache_hits + failed
+    if failed == 0:
+        return
+    if failed < asked and (asked < MIN_CALLS_FOR_RATE or failed / asked <= max_failure_rate):
+        return
+    kind, _ = usage.failed_by_kind.most_common(1)[0]
+    example = usage.first_failure[kind]
+    limit = "" if failed == asked else f", more than the --max-failure-rate {max_failure_rate:g}"
+    raise LLMUnavailableError(
+        f"{failed:,} of {asked:,} LLM calls to {backend.model} failed{limit} ({example}): check {setting} / the server"
+    )
 
 
 async def gather_bounded(coroutines: Sequence[Any], concurrency: int) -> list[Any]:

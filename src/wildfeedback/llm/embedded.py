@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wildfeedback.llm.base import Backend, Completion, LLMError, Messages, Sampling, Usage
+from wildfeedback.llm.base import Backend, Completion, LLMError, Messages, Sampling, Usage, failure_from
 from wildfeedback.llm.jsontext import with_json_instruction
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,11 @@ class EmbeddedBackend(Backend):
         job = _Job(messages, sampling, concurrent.futures.Future(), schema)
         self._ensure_worker()
         self._queue.put(job)
-        completion = await asyncio.wrap_future(job.future)
+        try:
+            completion = await asyncio.wrap_future(job.future)
+        except Exception as error:  # counted like the served backend's failures (see `Usage`)
+            self.usage.fail(failure_from(error))
+            raise
         self.usage.add(completion)
         return completion
 

@@ -6,6 +6,12 @@ constrains and small models drift. A reply that is not JSON or does not fit
 gets ONE repair retry: the bad reply and the exact error go back to the model,
 asking for corrected JSON only. If that fails too, the result carries `.error`
 instead of a value; nothing is raised, so one bad row never stops a run.
+
+A reply that is still unusable is not kept in the response cache: every reply
+of the failed call is handed back with `Backend.discard`, so a rerun (against a
+fixed server, or with a fixed schema) asks again rather than replaying it. A
+reply that was repaired keeps both its turns cached: together they replay the
+value that validated.
 """
 
 from __future__ import annotations
@@ -116,13 +122,15 @@ async def call_structured(
     schema = json_schema if json_schema is not None else strict_schema(output_model)
     result: StructuredResult[T] = StructuredResult()
     attempts = 2 if repair else 1
+    asked: list[Messages] = []  # the messages of each reply, to discard them if none validates
     for attempt in range(attempts):
         try:
             completion = await backend.complete(messages, sampling=sampling, json_schema=schema)
         except Exception as error:  # transport failures were already retried by the backend
             result.error = failure_from(error)
-            return result
+            break
         result.completions.append(completion)
+        asked.append(messages)
         parsed = parse_reply(completion.text, output_model)
         if not isinstance(parsed, Failure):
             result.value, result.error = parsed, None
@@ -131,12 +139,14 @@ async def call_structured(
             # Cut off at max_tokens: a repair at the same budget would be cut off again.
             result.error = Failure(parsed.kind, f"the reply stopped at max_tokens={sampling.max_tokens} "
                                                 f"before the JSON was complete ({parsed.message})")
-            return result
+            break
         if attempt + 1 < attempts:
             messages = repair_messages(messages, completion.text, parsed)
         else:
             after = " (after one repair retry)" if attempts > 1 else ""
             result.error = Failure(parsed.kind, parsed.message + after)
+    for sent in asked:  # only a call that ends without a value gets here: keep none of its replies
+        backend.discard(sent, sampling=sampling, json_schema=schema)
     return result
 
 

@@ -44,7 +44,8 @@ def default_cache_path() -> Path:
 
 def open_backend(llm: str = "embedded", base_url: str | None = None, cache: str | os.PathLike[str] | None | bool = True,
                  **options: Any) -> Backend:
-    """The CLI's `--llm` / `--base-url` / `--cache` as a backend (cached unless `cache` is False/None)."""
+    """The CLI's `--llm` / `--base-url` / `--cache` as a backend (cached unless `cache` is False/None);
+    `options` go to `make_backend` (e.g. `deadline`, the CLI's `--llm-timeout`)."""
     path = default_cache_path() if cache is True else (cache or None)
     return make_backend(llm, base_url, cache=path, **options)
 
