@@ -34,9 +34,9 @@ CASES = {
         "line 3: sharegpt: message 0: unknown role 'wizard'",
     ),
     "no messages": ('{"id": "x", "conversations": []}', "line 3: sharegpt: conversation has no messages"),
-    "an empty message": (
-        '{"id": "x", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "  "}]}',
-        "line 3: message 1 (assistant) is empty",
+    "a lone surrogate": (
+        '{"id": "x", "conversations": [{"from": "human", "value": "caf\\ud800"}]}',
+        "line 3: invalid JSON: no low surrogate in string",
     ),
     "non-UTF-8 bytes": (
         b'{"id": "x", "conversations": [{"from": "human", "value": "caf\xe9"}]}',
@@ -76,6 +76,16 @@ def test_skip_mode_sets_the_record_aside_with_its_reason(tmp_path: Path, case: s
         assert base64.b64decode(error["raw_base64"]) == raw + b"\n"
     else:
         assert kept.strip() == raw.decode()  # nothing lost: the record itself is in the errors file
+
+
+def test_an_empty_message_is_kept_and_marked(tmp_path: Path) -> None:
+    """Real logs hold empty replies and empty user turns: kept as they are, marked, not rejected."""
+    empty = '{"id": "e", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "  "}]}'
+    path = sharegpt_file(tmp_path, empty)
+    report = ingest([path], tmp_path / "out.jsonl")
+    assert (report.read, report.written, report.rejected) == (4, 4, 0)
+    kept = orjson.loads((tmp_path / "out.jsonl").read_bytes().splitlines()[2])
+    assert [(m["content"], m.get("metadata", {}).get("empty")) for m in kept["messages"]] == [("hi", None), ("  ", True)]
 
 
 def test_a_50_mb_message(tmp_path: Path) -> None:

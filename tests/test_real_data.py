@@ -70,7 +70,12 @@ def test_sharegpt_package_recovers_every_complete_conversation() -> None:
     assert reasons["JSON array ends in the middle of a record (truncated file)"] == 1
     assert rejected[-1].location.record == complete
     assert reasons["sharegpt: conversation has no messages"] == 126
-    assert len(conversations) == 17475
+    assert len(rejected) == 126 + 1
+    # 70 conversations hold empty messages (129 user turns, 7 replies): kept and marked.
+    assert len(conversations) == 17545
+    empty = Counter(m.role for c in conversations for m in c.messages if m.metadata.get("empty"))
+    assert empty == {"user": 129, "assistant": 7}
+    assert sum(1 for c in conversations if any(m.metadata.get("empty") for m in c.messages)) == 70
     assert conversations[0].id == "QWJhYvA_0"
     assert {m.role for c in conversations for m in c.messages} == {"user", "assistant", "system"}
 

@@ -27,7 +27,7 @@ from wildfeedback.engine import RunReport
 from wildfeedback.errors import BadRecordError, WildfeedbackError
 from wildfeedback.filters import FilterConfig
 from wildfeedback.io.formats import REGISTRY
-from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, UnknownFormatError
+from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, DEFAULT_MAX_RECORD_BYTES, UnknownFormatError
 from wildfeedback.io.sources import InputError
 
 # The command line has its own progress line; the model libraries' bars (weights
@@ -69,16 +69,17 @@ def ingest(
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Drop exact and near-duplicate conversations (MinHash).")] = False,
     redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Redact emails, phone numbers, IPs, card numbers (and names where an NER engine is installed).")] = False,
     ner_model: Annotated[Optional[str], typer.Option(help="spaCy pipeline (package or directory) for redacting person names with Presidio.")] = None,
-    on_error: Annotated[str, typer.Option(help="fail: stop at the first bad record; skip: write bad records to the errors file and go on.")] = "fail",
+    on_error: Annotated[Optional[str], typer.Option(help="fail: stop at the first bad record; skip: write bad records to the errors file and go on. Default: fail; skip for the packaged data read when no INPUT is given.")] = None,
     errors: Annotated[Optional[Path], typer.Option(help="Errors file for --on-error skip (default: OUTPUT's name + .errors.jsonl).")] = None,
     max_message_chars: Annotated[int, typer.Option(help="Reject conversations with a longer message.")] = DEFAULT_MAX_MESSAGE_CHARS,
+    max_record_bytes: Annotated[int, typer.Option(help="Reject records (a line, an array item, a JSON file) longer than this many bytes, before parsing them.")] = DEFAULT_MAX_RECORD_BYTES,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder OUTPUT that wildfeedback did not write (its files are deleted).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON on stdout.")] = False,
 ) -> None:
     """Read conversation logs, filter them, and write wildfeedback records."""
     from wildfeedback.ingest import ingest as run_ingest
 
-    if on_error not in ("fail", "skip"):
+    if on_error not in (None, "fail", "skip"):
         raise fail(f"--on-error must be fail or skip, not {on_error!r}", 2)
     try:
         filters = FilterConfig(
@@ -108,6 +109,7 @@ def ingest(
                 on_error=on_error,  # type: ignore[arg-type]
                 errors_path=errors,
                 max_message_chars=max_message_chars,
+                max_record_bytes=max_record_bytes,
                 progress=update,
                 overwrite=overwrite,
             )

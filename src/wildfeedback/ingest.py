@@ -15,7 +15,7 @@ from wildfeedback.engine import LocalExecutor, OnError, RunReport
 from wildfeedback.engine.local import ProgressCallback
 from wildfeedback.filters import FilterConfig, filter_stage
 from wildfeedback.io.outputs import check_outputs
-from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, read_conversations
+from wildfeedback.io.reader import DEFAULT_MAX_MESSAGE_CHARS, DEFAULT_MAX_RECORD_BYTES, read_conversations
 from wildfeedback.io.sources import expand_inputs
 from wildfeedback.io.writers import open_writer, output_kind
 
@@ -41,9 +41,10 @@ def ingest(
     *,
     format: str | None = None,
     filters: FilterConfig | None = None,
-    on_error: OnError = "fail",
+    on_error: OnError | None = None,
     errors_path: str | os.PathLike[str] | None = None,
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     batch_size: int = 1000,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
@@ -53,7 +54,14 @@ def ingest(
     Before anything is read, every output (the errors file too) is checked against
     every input (`io/outputs.py`); a dataset folder that wildfeedback did not
     write is replaced only with `overwrite`.
+
+    `on_error` None means "fail" for the user's inputs but "skip" for the packaged
+    data: that file is cut off mid-record and holds 126 conversations with no
+    messages, defects of the package that no user can fix, so they go to the
+    errors file and the README's `wildfeedback ingest -o OUT.jsonl` succeeds.
     """
+    if on_error is None:
+        on_error = "fail" if inputs else "skip"
     sources = list(inputs) if inputs else [sharegpt_package_file()]
     output = Path(output)
     errors_file = Path(errors_path) if errors_path else default_errors_path(output)
@@ -70,5 +78,7 @@ def ingest(
         errors_path=errors_file,
         progress=progress,
     )
-    records = read_conversations(files, format=format, max_message_chars=max_message_chars)
+    records = read_conversations(
+        files, format=format, max_message_chars=max_message_chars, max_record_bytes=max_record_bytes
+    )
     return executor.run(records, open_writer(output, overwrite=overwrite))

@@ -87,7 +87,11 @@ class Message(_Record):
         description="which reply the user preferred: 0 = this message, k = alternatives[k-1]",
     )
     labels: dict[str, JsonValue] = Field(default_factory=dict, description="any other per-message labels")
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description='what else the source said about the message; the reader sets "empty": true '
+        "on a message whose content is empty or whitespace (kept, as real logs hold them)",
+    )
 
 
     @model_validator(mode="after")

@@ -90,6 +90,10 @@ def dissatisfied_replies(conversation: Conversation, signals: dict[int, Signal])
             drops.append(Dropped(conversation_id=conversation.id, turn_index=reply.index, kind="candidate",
                                  stage="candidates", reason="prompt does not end with a user turn"))
             continue
+        if _prompt_ends_empty(conversation, reply.index):
+            drops.append(Dropped(conversation_id=conversation.id, turn_index=reply.index, kind="candidate",
+                                 stage="candidates", reason="prompt ends with an empty user turn"))
+            continue
         feedback = [turn.index]
         if k + 1 < len(reactions) and reactions[k + 1][2].label == "DSAT":  # still dissatisfied with the next reply
             feedback.append(reactions[k + 1][0].index)
@@ -97,10 +101,17 @@ def dissatisfied_replies(conversation: Conversation, signals: dict[int, Signal])
     return candidates, drops
 
 
+def _prompt_ends_empty(conversation: Conversation, reply_index: int) -> bool:
+    """Whether the turn a reply answers is empty (the reader keeps empty messages,
+    marked metadata.empty): no prompt to train on. An empty reply itself is a
+    legitimate rejected side."""
+    return reply_index > 0 and not conversation.messages[reply_index - 1].content.strip()
+
+
 def unpaired_examples(conversation: Conversation, signals: dict[int, Signal]) -> list[UnpairedExample]:
     out = []
     for turn, reply, signal in _reactions(conversation, signals):
-        if signal.label == "NEUTRAL" or reply.index == 0:
+        if signal.label == "NEUTRAL" or reply.index == 0 or _prompt_ends_empty(conversation, reply.index):
             continue
         out.append(
             UnpairedExample(
@@ -127,6 +138,8 @@ def corrected_pairs(conversation: Conversation, signals: dict[int, Signal]) -> l
     out = []
     for (turn, first, bad), (_, second, good) in zip(reactions, reactions[1:], strict=False):
         if bad.label != "DSAT" or good.label != "SAT" or first.index == 0 or second.index != turn.index + 1:
+            continue
+        if _prompt_ends_empty(conversation, first.index) or not turn.content.strip():  # no prompt, or no correction
             continue
         messages = conversation.messages
         out.append(

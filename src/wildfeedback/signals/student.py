@@ -162,7 +162,9 @@ class StudentDetector:
             return []
         features = featurize(turns, self.encoder)
         probabilities = self.proba_features(features)
-        labels = [LABELS[int(np.argmax(p))] for p in probabilities]
+        # An empty user turn (kept by the reader, marked metadata.empty) says nothing: NEUTRAL.
+        labels = [LABELS[int(np.argmax(p))] if turn.text.strip() else "NEUTRAL"
+                  for turn, p in zip(turns, probabilities, strict=True)]
         if self.categories is not None:
             chosen, scores = self.categories.choose(self.categories.proba((features - self.mean) / self.scale), labels)
             by = "trained"

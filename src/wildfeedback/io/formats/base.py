@@ -28,9 +28,9 @@ from wildfeedback.schema import Conversation
 class RecordFormat:
     name: ClassVar[str]
     description: ClassVar[str]
-    #: Some corpora hold empty turns on purpose (USS annotators rated them);
-    #: in a chat log an empty message is a broken export.
-    allows_empty_messages: ClassVar[bool] = False
+    #: The reader marks an empty message `metadata["empty"] = True` (and keeps it);
+    #: wildfeedback's own records are read back exactly as they were written.
+    marks_empty_messages: ClassVar[bool] = True
 
     def sniff(self, record: dict[str, Any]) -> bool:
         raise NotImplementedError
@@ -42,7 +42,7 @@ class RecordFormat:
 class FileFormat:
     name: ClassVar[str]
     description: ClassVar[str]
-    allows_empty_messages: ClassVar[bool] = False
+    marks_empty_messages: ClassVar[bool] = True
 
     def sniff_file(self, path: Path, head: bytes) -> bool:
         raise NotImplementedError

@@ -38,7 +38,6 @@ def parse_transcript(text: str, field: str) -> list[dict[str, Any]]:
 class HHRLHF(RecordFormat):
     name = "hh-rlhf"
     description = 'Anthropic HH-RLHF: {"chosen": "\\n\\nHuman: ...", "rejected": ...}'
-    allows_empty_messages = True  # a few real pairs prefer or reject an empty reply
 
     def sniff(self, record: dict[str, Any]) -> bool:
         chosen = record.get("chosen")

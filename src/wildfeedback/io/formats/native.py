@@ -14,7 +14,7 @@ from wildfeedback.schema import Conversation
 class Native(RecordFormat):
     name = "wildfeedback"
     description = "wildfeedback's own records (what `ingest` writes)"
-    allows_empty_messages = True  # whatever was accepted once is read back as it was
+    marks_empty_messages = False  # whatever was accepted once is read back exactly as it was
 
     def sniff(self, record: dict[str, Any]) -> bool:
         messages = record.get("messages")

@@ -26,7 +26,6 @@ _ROLES = {"USER": "user", "SYSTEM": "assistant"}
 class USS(FileFormat):
     name = "uss"
     description = "USS dialogues: ROLE<TAB>text<TAB>act<TAB>ratings, blank line between dialogues"
-    allows_empty_messages = True
 
     def sniff_file(self, path: Path, head: bytes) -> bool:
         lines = [line for line in head.splitlines()[:20] if line.strip()]
