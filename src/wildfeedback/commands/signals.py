@@ -26,7 +26,7 @@ from wildfeedback.commands.console import (
 from wildfeedback.engine import RunReport
 from wildfeedback.errors import BadRecordError
 from wildfeedback.io.outputs import check_folder_target, check_outputs, mark_as_ours, write_text_atomically
-from wildfeedback.io.reader import UnknownFormatError
+from wildfeedback.io.reader import DEFAULT_MAX_RECORD_BYTES, UnknownFormatError
 from wildfeedback.io.sources import InputError, expand_inputs
 
 app = typer.Typer(help="Find SAT / DSAT feedback in user turns; train the student; learn a rubric.", no_args_is_help=True)
@@ -64,6 +64,7 @@ def detect(
     max_failure_rate: MaxFailureRateOption = DEFAULT_MAX_FAILURE_RATE,
     on_error: Annotated[str, typer.Option(help="Unreadable input records: fail, or skip to the errors file.")] = "fail",
     issues: Annotated[Optional[Path], typer.Option(help="Model-output problems (default: OUTPUT.issues.jsonl).")] = None,
+    max_record_bytes: Annotated[int, typer.Option(help="Reject input records (a line, an array item, a JSON file) longer than this many bytes, before parsing them.")] = DEFAULT_MAX_RECORD_BYTES,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Label every user turn SAT / DSAT / NEUTRAL with categories and the user's own words."""
@@ -89,7 +90,8 @@ def detect(
 
         try:
             report = detect_signals(inputs, output, built, format=format, on_error=on_error,  # type: ignore[arg-type]
-                                    issues_path=issues, batch_size=batch_size, limit=limit, progress=update)
+                                    issues_path=issues, batch_size=batch_size, limit=limit,
+                                    max_record_bytes=max_record_bytes, progress=update)
         except BadRecordError as error:
             progress.stop()
             raise fail(f"{error}\n(nothing was written; use --on-error skip to set bad records aside and go on)") from None

@@ -20,7 +20,7 @@ from typing import Any
 from wildfeedback.engine import LocalExecutor, OnError, RunReport, Tally
 from wildfeedback.engine.local import ProgressCallback
 from wildfeedback.io.outputs import check_outputs
-from wildfeedback.io.reader import read_conversations
+from wildfeedback.io.reader import DEFAULT_MAX_RECORD_BYTES, read_conversations
 from wildfeedback.io.records import RecordWriter
 from wildfeedback.io.sources import expand_inputs
 from wildfeedback.llm import Backend, make_backend
@@ -192,6 +192,7 @@ def detect_signals(
     issues_path: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     limit: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     progress: ProgressCallback | None = None,
 ) -> DetectReport:
     """Run `detector` over every conversation in `inputs`; signals go to `output`
@@ -213,7 +214,8 @@ def detect_signals(
         progress=progress,
     )
     writer = SignalsWriter(output, issues_file)
-    run = executor.run(_limited(read_conversations(files, format=format), limit), writer)
+    records = read_conversations(files, format=format, max_record_bytes=max_record_bytes)
+    run = executor.run(_limited(records, limit), writer)
     backend = _backend_of(detector)
     report = DetectReport(
         run=run,
