@@ -82,7 +82,7 @@ def test_sharegpt_package_recovers_every_complete_conversation() -> None:
 
 def _complete_array_items(text: str) -> int:
     """Count the complete items of a JSON array that may be cut off, with the standard
-    library's decoder (independent of the reader, which streams with ijson)."""
+    library's decoder (independent of the reader, which splits items itself)."""
     decoder = json.JSONDecoder()
     position = text.index("[") + 1
     count = 0
