@@ -24,3 +24,12 @@ def ifllm(ctx: typer.Context) -> None:
     from wildfeedback.bench.ifllm import main
 
     main(ctx.args)
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def feedback(ctx: typer.Context) -> None:
+    """Feedback detectors on real ChatGPT turns labelled with WildFeedback's rubric, under the given folds
+    (--help for options)."""
+    from wildfeedback.bench.feedback import main
+
+    main(ctx.args)

@@ -1,0 +1,53 @@
+"""`bench feedback`'s pieces on hand-made cases, and its reader on the real labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared
+from wildfeedback.bench.feedback import LabelledItem, annotator_kappa, category_f1, load_labels, summarise
+from wildfeedback.signals.labels import LabelledTurn
+
+
+def item(label: str, stratum: str = "random", categories: tuple[str, ...] = (), second: str | None = None) -> LabelledItem:
+    return LabelledItem(LabelledTurn("c", "sharegpt", 2, "reply", "turn", label, "", 1, categories),  # type: ignore[arg-type]
+                        0, stratum, second)
+
+
+def test_rates_come_from_the_random_stratum_and_pr_points_from_p_dsat() -> None:
+    items = [item("DSAT"), item("SAT"), item("NEUTRAL"), item("DSAT", stratum="cue")]
+    # SAT, DSAT, NEUTRAL columns
+    probabilities = np.array([[0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.2, 0.1, 0.7], [0.1, 0.35, 0.55]])
+    result = summarise(items, probabilities)
+    assert result["random_stratum_rates"]["DSAT"] == {"predicted": 66.7, "labelled": 33.3}
+    points = {p["threshold"]: p for p in result["dsat_precision_recall"]}
+    assert points[0.3] == {"threshold": 0.3, "precision": 0.667, "recall": 1.0}
+    assert points[0.7] == {"threshold": 0.7, "precision": 1.0, "recall": 0.5}
+    assert result["per_class"]["DSAT"]["recall"] == 0.5
+
+
+def test_category_f1_and_annotator_kappa() -> None:
+    items = [item("DSAT", categories=("Revision",), second="DSAT"), item("DSAT", categories=("Style",), second="SAT"),
+             item("SAT", categories=("Gratitude",))]
+    assert category_f1(items, [["Revision"], ["Revision"], ["Gratitude"]]) == {
+        "Gratitude": 1.0, "Revision": 0.667, "Style": 0.0}
+    assert annotator_kappa(items)["n"] == 2
+
+
+def test_a_bad_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps({"conversation_id": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"labels\.jsonl, line 1: KeyError"):
+        load_labels(path)
+
+
+def test_the_real_labels_load_with_their_folds() -> None:
+    items = load_labels(shared("sharegpt-feedback", "labels.jsonl"))
+    assert len(items) == 2086 and {i.fold for i in items} == {0, 1, 2, 3, 4}
+    assert sum(i.stratum == "random" for i in items) == 1067 and sum(bool(i.second_label) for i in items) == 167
+    assert {i.second_label for i in items if i.second_label} == {"SAT", "DSAT", "NEUTRAL"}
+    assert annotator_kappa(items)["kappa"] > 0.9  # the data README: 0.94
