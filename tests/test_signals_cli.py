@@ -109,14 +109,20 @@ def test_killed_detection_resumes_without_repeating_finished_calls(tmp_path: Pat
     assert report["conversations"] == n
 
 
-def test_train_from_thumbs_then_detect_with_the_trained_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "files", "extra"), [
+    ("lexical", ("lexical.json", "lexical.npz"), ()),
+    ("minilm", ("student.json", "student.npz"), ("--holdout", "0.25")),
+])
+def test_train_from_thumbs_then_detect_with_the_trained_model(tmp_path: Path, kind: str, files: tuple[str, str],
+                                                              extra: tuple[str, ...]) -> None:
     source = chats(tmp_path, 24, thumbs=True)
     model = tmp_path / "student"
-    result = run("signals", "train", str(source), "-o", str(model), "--holdout", "0.25", "--json")
+    result = run("signals", "train", str(source), "-o", str(model), "--model", kind, *extra, "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["trained_on"] == {"openai": {"SAT": 12, "DSAT": 12, "NEUTRAL": 0, "total": 24}}
-    assert (model / "student.json").exists() and (model / "student.npz").exists()
+    assert ("cross_validated" if kind == "lexical" else "held_out") in metrics
+    assert all((model / name).exists() for name in files)
     result = run("signals", "detect", str(source), "-o", str(tmp_path / "t.jsonl"), "--student-model", str(model), "--json")
     assert result.returncode == 0, result.stderr
     signals = list(read_records(tmp_path / "t.jsonl", Signal))

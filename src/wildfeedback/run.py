@@ -114,6 +114,7 @@ class RunSummary:
             "seconds": round(self.seconds, 1),
             "timings": self.run.timings,
             "funnel": self.report.funnel,
+            "estimated_rates": self.report.estimated_rates(),
             "drops": self.report.drops,
             "counts": self.run.stages,
             "rejected_inputs": self.run.rejected,

@@ -8,16 +8,19 @@ rubric. Protocol:
   is trained on four folds and tested on the fifth, for each fold; figures are
   pooled over the five test folds. The shipped MiniLM student is not retrained
   (it is what `signals detect` uses today) and reads every turn;
-* labels are the argmax of each model's probabilities; the DSAT
-  precision-recall points show what a stricter DSAT threshold would give;
+* the lexical student is trained as it is shipped (`train_lexical`): inside each
+  training split, its calibration and DSAT / SAT thresholds come from that split's
+  own folds, so no choice sees the test fold; its labels are read at those
+  thresholds (and, for comparison, at the argmax). The DSAT precision-recall points
+  show what other thresholds would give;
 * rates are compared on the `random` stratum only (the other two strata were
   drawn for their cue words);
 * the annotators' own agreement is Cohen's kappa over the turns labelled twice;
-* throughput: each detector on the first N conversations of the packaged
-  ShareGPT file, in this process, after its model is loaded.
-
-Not yet here (issue 11): the learning curve, leave-one-source-out, and a fine-
-tuned encoder.
+* leave-one-source-out: the lexical student trained on USS, IFLLM and OASST alone
+  (their own ratings) and read on every ShareGPT label;
+* learning curve: the same folds with only 100 / 300 / 1,000 / all training turns;
+* throughput: `signals detect` in a fresh process (start-up included) on the first
+  N conversations of the packaged ShareGPT file, with that process's peak RSS.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import argparse
 import json
 import os
 import platform
-import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,10 +41,16 @@ from typing import Any
 import numpy as np
 
 from wildfeedback.evaluate.stats import agreement
-from wildfeedback.signals.labels import LABELS, LabelledTurn
+from wildfeedback.io.reader import read_conversations
+from wildfeedback.schema import Conversation
+from wildfeedback.signals.labels import LABELS, LabelledTurn, counts, examples_from
+from wildfeedback.signals.lexical import LexicalStudent, train_lexical
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 PR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+LEARNING_CURVE_SIZES = (100, 300, 1000)
+OTHER_SOURCES = ("uss/MWOZ.txt", "uss/SGD.txt", "uss/ReDial.txt", "uss/CCPE.txt", "ifllm/query_logs_table.csv",
+                 "oasst/en_100_tree.jsonl")
 
 
 @dataclass(frozen=True)
@@ -74,16 +85,20 @@ def labels_of(probabilities: np.ndarray) -> list[str]:
     return [LABELS[int(i)] for i in np.argmax(probabilities, axis=1)]
 
 
-def summarise(items: Sequence[LabelledItem], probabilities: np.ndarray) -> dict[str, Any]:
-    """Agreement, rates on the random stratum, DSAT precision-recall points, per-category F1."""
+def summarise(items: Sequence[LabelledItem], probabilities: np.ndarray,
+              predicted: Sequence[str] | None = None) -> dict[str, Any]:
+    """Agreement of `predicted` (the argmax when not given), rates on the random stratum —
+    the share of turns labelled and, as a report estimates them, the mean probability —
+    DSAT precision-recall points, per-category F1."""
     gold = [item.turn.label for item in items]
-    predicted = labels_of(probabilities)
+    predicted = list(predicted) if predicted is not None else labels_of(probabilities)
     result = agreement(gold, predicted, labels=list(LABELS))
     random = [i for i, item in enumerate(items) if item.stratum == "random"]
     result["random_stratum_rates"] = {
         label: {"predicted": round(100 * sum(predicted[i] == label for i in random) / len(random), 1),
+                "estimated": round(100 * float(probabilities[random, k].mean()), 1),
                 "labelled": round(100 * sum(gold[i] == label for i in random) / len(random), 1)}
-        for label in LABELS
+        for k, label in enumerate(LABELS)
     } if random else {}
     is_dsat = np.array([label == "DSAT" for label in gold])
     points = []
@@ -116,22 +131,76 @@ def annotator_kappa(items: Sequence[LabelledItem]) -> dict[str, Any] | None:
     return agreement([i.turn.label for i in twice], [i.second_label for i in twice], labels=list(LABELS))  # type: ignore[misc]
 
 
-def cross_validate_lexical(items: Sequence[LabelledItem], c: float = 10.0) -> tuple[np.ndarray, list[list[str]]]:
-    """Out-of-fold probabilities and categories of the lexical student, fold by fold."""
-    from wildfeedback.signals.lexical import LexicalStudent
+@dataclass
+class CrossValidated:
+    """Out-of-fold readings of every labelled turn."""
 
+    probabilities: np.ndarray
+    labels: list[str]  # at each fold's own calibrated thresholds
+    categories: list[list[str]]
+
+
+def cross_validate_lexical(items: Sequence[LabelledItem], c: float = 10.0, train_size: int | None = None,
+                           seed: int = 0, categories: bool = True) -> CrossValidated:
+    """The shipped recipe (`train_lexical`) fold by fold: trained on four folds — its
+    calibration and thresholds from those folds alone, under their own folds — and read
+    on the fifth. `train_size`: train on a seeded sample of that many turns of the four."""
     probabilities = np.zeros((len(items), len(LABELS)))
-    categories: list[list[str]] = [[] for _ in items]
+    labels: list[str] = ["NEUTRAL"] * len(items)
+    chosen: list[list[str]] = [[] for _ in items]
+    rng = np.random.default_rng(seed)
     for fold in sorted({item.fold for item in items}):
-        train = [item.turn for item in items if item.fold != fold]
+        train = [item for item in items if item.fold != fold]
+        if train_size is not None and train_size < len(train):
+            train = [train[i] for i in sorted(rng.choice(len(train), train_size, replace=False))]
+        model = train_lexical([item.turn for item in train], folds=np.array([item.fold for item in train]),
+                              uniform=np.array([item.stratum == "random" for item in train]), c=c,
+                              categories=categories)
         test = [i for i, item in enumerate(items) if item.fold == fold]
-        model = LexicalStudent.fit(train, c=c)
         turns = [items[i].turn for i in test]
         fold_probabilities = model.predict_proba(turns)
-        fold_categories = model.categories_for(turns, labels_of(fold_probabilities))
-        for i, p, chosen in zip(test, fold_probabilities, fold_categories, strict=True):
-            probabilities[i], categories[i] = p, chosen
-    return probabilities, categories
+        fold_labels = model.calibration.labels(fold_probabilities)
+        fold_categories = model.categories_for(turns, fold_labels)
+        for i, p, label, names in zip(test, fold_probabilities, fold_labels, fold_categories, strict=True):
+            probabilities[i], labels[i], chosen[i] = p, label, names
+    return CrossValidated(probabilities, labels, chosen)
+
+
+def learning_curve(items: Sequence[LabelledItem], sizes: Sequence[int] = LEARNING_CURVE_SIZES,
+                   full: CrossValidated | None = None) -> list[dict[str, Any]]:
+    """Kappa and DSAT / SAT F1 under the folds when only N labelled turns are there to train
+    on (a seeded sample of each fold's training turns): how many labels a team needs."""
+    points = []
+    for size in [*sizes, None]:
+        result = full if size is None and full is not None else cross_validate_lexical(items, train_size=size,
+                                                                                       categories=False)
+        scores = agreement([item.turn.label for item in items], result.labels, labels=list(LABELS))
+        points.append({"train_turns": size or "all", "kappa": round(scores["kappa"], 3),
+                       "dsat_f1": round(scores["per_class"]["DSAT"]["f1"], 3),
+                       "sat_f1": round(scores["per_class"]["SAT"]["f1"], 3)})
+    return points
+
+
+def other_sources(data: Path) -> list[LabelledTurn]:
+    """The labelled turns of USS, IFLLM and OASST (their own ratings, `examples_from`)."""
+    examples: list[LabelledTurn] = []
+    for relative in OTHER_SOURCES:
+        path = data / relative
+        if path.exists():
+            examples += examples_from(c for c in read_conversations(path) if isinstance(c, Conversation))
+    return examples
+
+
+def leave_sharegpt_out(items: Sequence[LabelledItem], data: Path) -> dict[str, Any] | None:
+    """Trained on the other sources only, read on every ShareGPT label (argmax: without
+    ShareGPT labels there is nothing to calibrate on): how far USS-style data carries."""
+    examples = other_sources(data)
+    if not examples:
+        return None
+    model = LexicalStudent.fit(examples, categories=False)
+    result = summarise(items, model.predict_proba([item.turn for item in items]))
+    result["trained_on"] = counts(examples)
+    return result
 
 
 def shipped_student_probabilities(items: Sequence[LabelledItem]) -> np.ndarray:
@@ -141,29 +210,35 @@ def shipped_student_probabilities(items: Sequence[LabelledItem]) -> np.ndarray:
 
 
 def throughput(conversations: int) -> dict[str, Any]:
-    """Conversations per second of each detector on the packaged ShareGPT file."""
+    """`wildfeedback signals detect --detector student` as a user runs it (a fresh process:
+    start-up and model loading included) on the first N conversations of the packaged
+    ShareGPT (its few empty records skipped), with the process's own peak RSS: the lexical student at 4N and 16N (is
+    RSS flat in the corpus size?) and the MiniLM student at N."""
     from wildfeedback.ingest import sharegpt_package_file
-    from wildfeedback.io.reader import read_conversations
-    from wildfeedback.schema import Conversation
-    from wildfeedback.signals.lexical import LexicalStudent
-    from wildfeedback.signals.student import StudentDetector, turns_of
+    from wildfeedback.signals.student import DEFAULT_DIR as MINILM_DIR
 
-    sample = []
-    for record in read_conversations(sharegpt_package_file()):
-        if isinstance(record, Conversation):
-            sample.append(record)
-            if len(sample) >= conversations:
-                break
-    turns = len(turns_of(sample))
-    lexical = LexicalStudent.fit([item.turn for item in load_labels(_labels_path(None))])
+    source = sharegpt_package_file()
+    runs = {f"lexical student, {4 * conversations:,} conversations": (4 * conversations, None),
+            f"lexical student, {16 * conversations:,} conversations": (16 * conversations, None),
+            f"MiniLM student, {conversations:,} conversations": (conversations, MINILM_DIR)}
     results = {}
-    for name, detector in (("shipped student (MiniLM)", StudentDetector.load()), ("lexical student", lexical)):
-        started = time.perf_counter()
-        detector.detect(sample)
-        seconds = time.perf_counter() - started
-        results[name] = {"conversations": len(sample), "turns": turns, "seconds": round(seconds, 2),
-                         "conversations_per_s": round(len(sample) / seconds, 1)}
-    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (limit, model) in runs.items():
+            output = Path(folder) / f"signals-{len(results)}.jsonl"
+            command = [sys.executable, "-m", "wildfeedback", "signals", "detect", str(source), "-o", str(output),
+                       "--limit", str(limit), "--on-error", "skip", "--json", *(["--student-model", str(model)] if model else [])]
+            started = time.perf_counter()
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            stdout = process.stdout.read() if process.stdout else b""
+            _, status, usage = os.wait4(process.pid, 0)
+            seconds = time.perf_counter() - started
+            if status != 0:
+                raise RuntimeError(f"{' '.join(command)} failed (status {status})")
+            report = json.loads(stdout)
+            read = int(report["conversations"])
+            results[name] = {"conversations": read, "seconds": round(seconds, 2),
+                             "conversations_per_s": round(read / seconds, 1),
+                             "peak_rss_mb": round(usage.ru_maxrss / 1024)}
     return results
 
 
@@ -171,21 +246,37 @@ def _labels_path(data: str | None) -> Path:
     return Path(data or DEFAULT_DATA) / "sharegpt-feedback" / "labels.jsonl"
 
 
-def run_feedback_bench(data: str | None = None, conversations: int = 200) -> dict[str, Any]:
+LEXICAL = "lexical student (default; nested calibration, thresholds)"
+LEXICAL_ARGMAX = "lexical student, argmax"
+MINILM = "MiniLM student (previous default, not retrained)"
+OTHERS_ONLY = "lexical student trained on USS + IFLLM + OASST only (argmax)"
+
+
+def run_feedback_bench(data: str | None = None, conversations: int = 200, curve: bool = True,
+                       other: bool = True) -> dict[str, Any]:
     path = _labels_path(data)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the ShareGPT feedback labels are not there (pass --data)")
     items = load_labels(path)
-    lexical, categories = cross_validate_lexical(items)
+    lexical = cross_validate_lexical(items)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
         "labels": {"turns": len(items), "file": str(path)},
+        "detectors": {
+            LEXICAL: {**summarise(items, lexical.probabilities, lexical.labels),
+                      "category_f1": category_f1(items, lexical.categories)},
+            LEXICAL_ARGMAX: summarise(items, lexical.probabilities),
+            MINILM: summarise(items, shipped_student_probabilities(items)),
+        },
         "annotators": annotator_kappa(items),
-        "lexical student (5-fold, given folds)": {**summarise(items, lexical),
-                                                   "category_f1": category_f1(items, categories)},
-        "shipped student (not retrained)": summarise(items, shipped_student_probabilities(items)),
     }
+    if other:
+        loso = leave_sharegpt_out(items, path.parents[1])
+        if loso is not None:
+            results["detectors"][OTHERS_ONLY] = loso
+    if curve:
+        results["learning_curve"] = learning_curve(items, full=lexical)
     if conversations:
         results["throughput"] = throughput(conversations)
     return results
@@ -196,23 +287,29 @@ def render(results: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(stderr=True)
-    table = Table(title=f"bench feedback — {results['labels']['turns']:,} labelled ShareGPT turns", title_justify="left")
-    for column in ("detector", "kappa", "acc", "DSAT P", "DSAT R", "DSAT F1", "SAT F1", "random DSAT% pred/lab",
-                   "random SAT% pred/lab"):
+    table = Table(title=f"bench feedback — {results['labels']['turns']:,} labelled ShareGPT turns, given 5 folds",
+                  title_justify="left")
+    for column in ("detector", "kappa", "acc", "DSAT P", "DSAT R", "DSAT F1", "SAT F1",
+                   "random DSAT% labels/est./true", "random SAT% labels/est./true"):
         table.add_column(column, justify="right" if column != "detector" else "left")
-    rows = {k: v for k, v in results.items() if "student" in k}
+    rows = dict(results["detectors"])
     if results.get("annotators"):
-        rows["annotators (second label)"] = results["annotators"]
+        rows["annotators (second label, 167 turns)"] = results["annotators"]
     for name, r in rows.items():
         per, rates = r["per_class"], r.get("random_stratum_rates") or {}
         table.add_row(name, f"{r['kappa']:.2f}", f"{r['accuracy']:.2f}", f"{per['DSAT']['precision']:.2f}",
                       f"{per['DSAT']['recall']:.2f}", f"{per['DSAT']['f1']:.2f}", f"{per['SAT']['f1']:.2f}",
-                      *(f"{rates[k]['predicted']} / {rates[k]['labelled']}" if rates else "" for k in ("DSAT", "SAT")))
+                      *(f"{rates[k]['predicted']} / {rates[k]['estimated']} / {rates[k]['labelled']}" if rates else ""
+                        for k in ("DSAT", "SAT")))
     console.print(table)
+    console.print("labels: share of turns given the label; est.: mean probability (what a report estimates)")
+    if results.get("learning_curve"):
+        console.print("learning curve (lexical, labelled turns to train on → kappa / DSAT F1 / SAT F1): " + "; ".join(
+            f"{p['train_turns']}: {p['kappa']:.2f} / {p['dsat_f1']:.2f} / {p['sat_f1']:.2f}"
+            for p in results["learning_curve"]))
     for name, speed in (results.get("throughput") or {}).items():
-        if isinstance(speed, dict):
-            console.print(f"{name}: {speed['conversations_per_s']} conversations/s "
-                          f"({speed['turns']:,} turns of {speed['conversations']:,} conversations in {speed['seconds']} s)")
+        console.print(f"signals detect, {name}: {speed['conversations_per_s']} conversations/s "
+                      f"({speed['seconds']} s with start-up), peak RSS {speed['peak_rss_mb']} MB")
     machine = results["machine"]
     console.print(f"machine: {machine['cpus']} CPUs, {machine['processor']}, Python {machine['python']}")
 
@@ -220,11 +317,14 @@ def render(results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="wildfeedback bench feedback", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None, help="the shared data folder (default ../shared/data)")
-    parser.add_argument("--throughput", type=int, default=200,
-                        help="packaged ShareGPT conversations for the throughput run (0: skip)")
+    parser.add_argument("--throughput", type=int, default=250,
+                        help="packaged ShareGPT conversations for the throughput runs (0: skip)")
+    parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
+    parser.add_argument("--no-other-sources", action="store_true",
+                        help="skip training on USS + IFLLM + OASST alone (about a minute)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    results = run_feedback_bench(args.data, args.throughput)
+    results = run_feedback_bench(args.data, args.throughput, curve=not args.no_curve, other=not args.no_other_sources)
     render(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -93,6 +93,10 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
         table.add_row(stage, f"{count:,}")
     for reason, count in sorted(summary.report.drops.items(), key=lambda kv: -kv[1]):
         table.add_row("", f"{count:,} × {reason}")
+    rates = summary.report.estimated_rates()
+    if rates:
+        table.add_row("estimated rates", " · ".join(f"{label} {rates[label]}%" for label in ("SAT", "DSAT")
+                                                    if label in rates) + " of user turns (mean probability)")
     for who, usage in summary.usage.items():
         table.add_row(f"LLM ({who})", f"{usage['calls']:,} calls, {usage['failed']:,} failed, "
                                       f"{usage['total_tokens']:,} tokens")

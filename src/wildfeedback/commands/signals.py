@@ -137,19 +137,25 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.")] = ...,  # type: ignore[assignment]
     signals: Annotated[Optional[Path], typer.Option(help="Labels from these signals (e.g. the LLM detector's) instead of the sources' own ratings.")] = None,
     rubric: Annotated[str, typer.Option(help="Rubric whose categories the category heads learn.")] = "wildfeedback",
-    c: Annotated[float, typer.Option(help="Inverse L2 strength of the logistic regression.")] = 0.0005,
-    holdout: Annotated[float, typer.Option(help="Share of conversations held out for the reported metrics (0: none).")] = 0.2,
+    model: Annotated[str, typer.Option(help="lexical (the default detector's kind: n-grams of the user's words) or minilm (sentence embeddings).")] = "lexical",
+    c: Annotated[Optional[float], typer.Option(help="Inverse L2 strength of the logistic regression (default: 10 lexical, 0.0005 minilm).")] = None,
+    holdout: Annotated[float, typer.Option(help="minilm: share of conversations held out for the reported metrics (0: none). The lexical student reports 5-fold figures by conversation.")] = 0.2,
     format: FormatOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
 ) -> None:
-    """Train the student detector from labelled turns: ratings, thumbs, or another detector's signals."""
+    """Train a student detector from labelled turns: ratings, thumbs, or another detector's signals
+    (distillation: label a sample with `signals detect --detector llm` or by hand, train here, then
+    `--student-model DIR`)."""
     from wildfeedback.io.reader import read_conversations
     from wildfeedback.io.records import RecordFileError, read_records
     from wildfeedback.schema import Conversation, Signal
     from wildfeedback.signals.labels import examples_from
+    from wildfeedback.signals.lexical import train_lexical
     from wildfeedback.signals.rubric import RubricError, load_rubric
     from wildfeedback.signals.training import examples_from_signals, train_with_holdout
 
+    if model not in ("lexical", "minilm"):
+        raise fail(f"--model must be lexical or minilm, not {model!r}", 2)
     check_folder_target(output, what="model")
     check_outputs(expand_inputs(inputs), [output], input_folders=[Path(i) for i in inputs if Path(i).is_dir()],
                   folder_outputs=[output])
@@ -164,23 +170,38 @@ def train(
         if not examples:
             raise fail(f"no labelled turns in {len(conversations):,} conversations ({origin}); "
                        "give sources with ratings or thumbs, or --signals", 2)
-        model, metrics = train_with_holdout(examples, c=c, holdout=holdout, rubric=load_rubric(rubric),
-                                            info={"name": output.name, "labels": origin})
+        info = {"name": output.name, "labels": origin}
+        if model == "lexical":
+            trained = train_lexical(examples, c=10.0 if c is None else c, rubric=load_rubric(rubric), info=info)
+            metrics = trained.info["metrics"]
+        else:
+            trained, metrics = train_with_holdout(examples, c=0.0005 if c is None else c, holdout=holdout,
+                                                  rubric=load_rubric(rubric), info=info)
     except (InputError, UnknownFormatError, RecordFileError, RubricError) as error:
         raise fail(str(error), 2) from None
-    mark_as_ours(model.save(output), "student model")
+    mark_as_ours(trained.save(output), "student model")
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
-    err.print(f"trained on {len(examples):,} turns ({origin}) → {output}")
+    err.print(f"trained a {model} student on {len(examples):,} turns ({origin}) → {output}")
     for source, row in metrics["trained_on"].items():
         err.print(f"  {source}: SAT {row['SAT']:,} · DSAT {row['DSAT']:,} · NEUTRAL {row['NEUTRAL']:,}")
     held = metrics.get("held_out")
     if held:
         err.print(f"held-out {held['n']:,} turns: accuracy {held['accuracy']}% (majority {held['majority_accuracy']}%), "
                   f"weighted F1 {held['weighted_f1']}, ECE {held['ece']}%")
-    if model.categories is not None:
-        err.print(f"category heads: {', '.join(n for _, n in model.categories.names)}")
+    folds = metrics.get("cross_validated")
+    if folds:
+        per = folds["per_class"]
+        err.print(f"{folds['folds']}-fold by conversation, {folds['n']:,} turns: kappa {folds['kappa']:.2f}, "
+                  f"DSAT P {per['DSAT']['precision']:.2f} R {per['DSAT']['recall']:.2f}, SAT F1 {per['SAT']['f1']:.2f}; "
+                  f"rates estimated / labelled: DSAT {folds['rates']['DSAT']['estimated']}% / "
+                  f"{folds['rates']['DSAT']['labelled']}%, SAT {folds['rates']['SAT']['estimated']}% / "
+                  f"{folds['rates']['SAT']['labelled']}%")
+    names = [n for _, n in trained.category_names] if model == "lexical" else (
+        [n for _, n in trained.categories.names] if trained.categories is not None else [])
+    if names:
+        err.print(f"category heads: {', '.join(names)}")
 
 
 @app.command("learn-rubric")

@@ -38,6 +38,11 @@ class ReportData:
     funnel: dict[str, int] = field(default_factory=dict)  # ordered stages: conversations read -> ... -> pairs
     drops: dict[str, int] = field(default_factory=dict)  # "stage: reason" -> count
     labels: Counter[str] = field(default_factory=Counter)  # SAT / DSAT / NEUTRAL signals
+    # Sums of the detector's calibrated probabilities per label, over the turns that carry them
+    # (`metadata.probabilities`): their mean estimates how often users are (dis)satisfied, while
+    # `labels` counts the turns labelled at thresholds chosen for precision.
+    probability_sums: Counter[str] = field(default_factory=Counter)
+    probability_turns: int = 0
     categories: dict[str, Counter[str]] = field(default_factory=lambda: {"SAT": Counter(), "DSAT": Counter()})
     # Where feedback occurs: the user turn's position among the conversation's user turns (1 = first
     # reaction to a reply), per label.
@@ -52,11 +57,21 @@ class ReportData:
         """`positions`: (conversation id, turn index) -> 1-based position of that user turn."""
         for signal in signals:
             self.labels[signal.label] += 1
+            probabilities = (signal.metadata or {}).get("probabilities")
+            if isinstance(probabilities, dict) and probabilities:
+                self.probability_turns += 1
+                self.probability_sums.update({k: float(v) for k, v in probabilities.items()})
             if signal.label in ("SAT", "DSAT"):
                 self.categories[signal.label].update(signal.categories or ["(none)"])
                 position = positions.get((signal.conversation_id, signal.turn_index))
                 if position is not None:
                     self.positions[signal.label][position] += 1
+
+    def estimated_rates(self) -> dict[str, float]:
+        """Per label, the mean probability over the turns that carry probabilities, in %."""
+        if not self.probability_turns:
+            return {}
+        return {k: round(100 * v / self.probability_turns, 1) for k, v in sorted(self.probability_sums.items())}
 
     def add_pair(self, pair: PreferencePair, feedback: str | None = None) -> None:
         self.pair_kinds[pair.kind] += 1
@@ -72,6 +87,8 @@ class ReportData:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = dict(self.labels)
+        data["probability_sums"] = {k: round(v, 4) for k, v in self.probability_sums.items()}
+        data["estimated_rates"] = self.estimated_rates()
         data["categories"] = {k: dict(v) for k, v in self.categories.items()}
         data["positions"] = {k: {str(p): n for p, n in sorted(v.items())} for k, v in self.positions.items()}
         data["pair_kinds"] = dict(self.pair_kinds)

@@ -103,6 +103,9 @@ def _context(data: ReportData) -> dict[str, Any]:
         "funnel": funnel,
         "drops": drops,
         "labels": [(label, count) for label, count in data.labels.most_common()],
+        "estimated_rates": [(label, data.estimated_rates()[label]) for label in ("SAT", "DSAT", "NEUTRAL")
+                            if label in data.estimated_rates()],
+        "estimated_turns": data.probability_turns,
         "categories": [
             {"label": label, "rows": data.categories[label].most_common(), "svg": _category_chart(label, data)}
             for label in feedback_labels

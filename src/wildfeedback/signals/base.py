@@ -33,3 +33,10 @@ class Detector(Protocol):
     name: str
 
     def detect(self, conversations: Iterable[Conversation]) -> Outcome: ...
+
+
+class Student(Detector, Protocol):
+    """A detector that labels every user turn by itself, with a confidence per signal
+    (what the cascade needs to decide which turns go to the LLM)."""
+
+    def predict(self, conversations: Iterable[Conversation]) -> list[Signal]: ...

@@ -19,9 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wildfeedback.schema import Conversation
-from wildfeedback.signals.base import Outcome
+from wildfeedback.signals.base import Outcome, Student
 from wildfeedback.signals.llm_detector import LLMDetector
-from wildfeedback.signals.student import StudentDetector
 
 DETECTOR = "cascade"
 
@@ -53,7 +52,7 @@ class CascadeStats:
 
 @dataclass
 class CascadeDetector:
-    student: StudentDetector
+    student: Student
     llm: LLMDetector
     threshold: float = 0.8
     name: str = DETECTOR

@@ -26,7 +26,7 @@ from wildfeedback.io.sources import expand_inputs
 from wildfeedback.llm import Backend, make_backend
 from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.schema import Conversation, Signal, SignalIssue
-from wildfeedback.signals.base import Detector
+from wildfeedback.signals.base import Detector, Student
 
 DETECTORS = ("student", "llm", "cascade", "rubric")
 CACHE_ENV = "WILDFEEDBACK_CACHE"
@@ -67,9 +67,7 @@ def make_detector(
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
     if kind == "student":
-        from wildfeedback.signals.student import StudentDetector
-
-        return StudentDetector.load(student_model)
+        return load_student(student_model)
     if backend is None:
         raise ValueError(f"the {kind} detector needs an LLM backend (--llm)")
     if kind == "rubric":
@@ -85,9 +83,23 @@ def make_detector(
     if kind == "llm":
         return llm
     from wildfeedback.signals.cascade import CascadeDetector
+
+    return CascadeDetector(load_student(student_model), llm, threshold=threshold)
+
+
+def load_student(path: str | os.PathLike[str] | None = None) -> Student:
+    """The student in `path` — a lexical student (`lexical.json`) or a MiniLM one
+    (`student.json`, what `signals train --model minilm` writes) — or the shipped
+    lexical student when no path is given."""
+    from wildfeedback.signals.lexical import LexicalStudent
     from wildfeedback.signals.student import StudentDetector
 
-    return CascadeDetector(StudentDetector.load(student_model), llm, threshold=threshold)
+    if path is None or (Path(path) / "lexical.json").is_file():
+        return LexicalStudent.load(path)
+    if (Path(path) / "student.json").is_file():
+        return StudentDetector.load(path)
+    raise FileNotFoundError(f"{path}: no student model there (expected lexical.json, or student.json for a "
+                            "MiniLM student)")
 
 
 class DetectorStage:

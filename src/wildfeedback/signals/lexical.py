@@ -25,6 +25,7 @@ about 3,400 turns/s predicting on one busy core.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,19 +34,22 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from wildfeedback.evaluate.stats import agreement
 from wildfeedback.schema import Conversation, Signal
 from wildfeedback.signals.base import Outcome
-from wildfeedback.signals.labels import LABELS, LabelledTurn
+from wildfeedback.signals.calibration import Calibration, fit_calibration
+from wildfeedback.signals.labels import LABELS, LabelledTurn, counts
 from wildfeedback.signals.rubric import Rubric, load_rubric
 from wildfeedback.signals.student import evidence_for, turns_of
 
 DETECTOR = "student"
-FORMAT = "wildfeedback-lexical-student/1"
+FORMAT = "wildfeedback-lexical-student/2"
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "lexical"
 BUCKETS = 2**18  # per block; collisions among the few hundred thousand n-grams of chat text are rare
 USER_CHARS = 1000  # the cues sit at the start of a turn; a pasted document after them is noise
 REPLY_HEAD, REPLY_TAIL = 600, 300
 MIN_CATEGORY_POSITIVES = 5
+INNER_FOLDS = 5
 
 
 def _reply_head(turn: LabelledTurn) -> str:
@@ -124,31 +128,30 @@ class LexicalStudent:
     category_coef: np.ndarray | None = None  # (categories, features)
     category_intercept: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration = field(default_factory=Calibration)
 
     # -- training ------------------------------------------------------
     @classmethod
     def fit(cls, examples: Sequence[LabelledTurn], *, c: float = 10.0, balanced: bool = True,
-            rubric: Rubric | None = None, info: dict[str, Any] | None = None) -> LexicalStudent:
-        """Fit on labelled turns; category heads for every rubric category that at least
-        MIN_CATEGORY_POSITIVES turns of its polarity name."""
-        from sklearn.linear_model import LogisticRegression
-
+            rubric: Rubric | None = None, info: dict[str, Any] | None = None,
+            categories: bool = True, sample_weight: np.ndarray | None = None) -> LexicalStudent:
+        """Fit on labelled turns, uncalibrated (see `train_lexical`); category heads for every
+        rubric category that at least MIN_CATEGORY_POSITIVES turns of its polarity name."""
         features = LexicalFeatures.fit(examples)
         x = features.transform(examples)
         y = np.array([LABELS.index(e.label) for e in examples])
-        model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced" if balanced else None).fit(x, y)
+        model = _regression(c, "balanced" if balanced else None).fit(x, y, sample_weight=sample_weight)
         coef = np.zeros((len(LABELS), x.shape[1]), dtype=np.float32)
         intercept = np.full(len(LABELS), -30.0, dtype=np.float32)  # a class absent from the data is never predicted
         coef[model.classes_] = model.coef_ if len(model.classes_) > 2 else np.vstack([-model.coef_, model.coef_])
         intercept[model.classes_] = model.intercept_ if len(model.classes_) > 2 else [-model.intercept_[0],
                                                                                        model.intercept_[0]]
         student = cls(features, coef, intercept, info=dict(info or {}))
-        student._fit_categories(examples, x, rubric or load_rubric(), c)
+        if categories:
+            student._fit_categories(examples, x, rubric or load_rubric(), c)
         return student
 
     def _fit_categories(self, examples: Sequence[LabelledTurn], x: sp.csr_matrix, rubric: Rubric, c: float) -> None:
-        from sklearn.linear_model import LogisticRegression
-
         names, coefs, intercepts = [], [], []
         for polarity in ("SAT", "DSAT"):
             rows = np.array([i for i, e in enumerate(examples) if e.label == polarity])
@@ -162,7 +165,7 @@ class LexicalStudent:
                     coefs.append(np.zeros(x.shape[1]))
                     intercepts.append(10.0)
                     continue
-                head = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x[rows], target)
+                head = _regression(c, "balanced").fit(x[rows], target)
                 coefs.append(head.coef_[0])
                 intercepts.append(head.intercept_[0])
         if names:
@@ -171,14 +174,15 @@ class LexicalStudent:
             self.category_intercept = np.array(intercepts, dtype=np.float32)
 
     # -- prediction ----------------------------------------------------
+    def logits(self, turns: Sequence[LabelledTurn]) -> np.ndarray:
+        """The regression's raw scores, before calibration."""
+        return np.asarray(self.features.transform(turns) @ self.coef.T) + self.intercept
+
     def predict_proba(self, turns: Sequence[LabelledTurn]) -> np.ndarray:
-        """Rows of (P(SAT), P(DSAT), P(NEUTRAL)); an empty user turn says nothing: NEUTRAL."""
+        """Calibrated rows of (P(SAT), P(DSAT), P(NEUTRAL)); an empty user turn says nothing: NEUTRAL."""
         if not turns:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
-        logits = np.asarray(self.features.transform(turns) @ self.coef.T) + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = self.calibration.probabilities(self.logits(turns))
         empty = np.array([not t.text.strip() for t in turns])
         probabilities[empty] = [0.0, 0.0, 1.0]
         return probabilities
@@ -202,7 +206,9 @@ class LexicalStudent:
         conversations = list(conversations)
         turns = turns_of(conversations)
         probabilities = self.predict_proba(turns)
-        labels = [LABELS[int(np.argmax(p))] for p in probabilities]
+        labels = self.calibration.labels(probabilities)
+        empty = [not t.text.strip() for t in turns]
+        labels = ["NEUTRAL" if e else label for label, e in zip(labels, empty, strict=True)]
         categories = self.categories_for(turns, labels)
         sources = {c.id: c.source for c in conversations}
         return [
@@ -212,7 +218,7 @@ class LexicalStudent:
                 label=label,  # type: ignore[arg-type]
                 categories=names if label != "NEUTRAL" else [],
                 evidence=evidence_for(turn.text, label),  # type: ignore[arg-type]
-                confidence=float(np.clip(p.max(), 0.0, 1.0)),
+                confidence=float(np.clip(p[LABELS.index(label)], 0.0, 1.0)),
                 detector=DETECTOR,
                 model=self.info.get("name", "lexical-student"),
                 source=sources.get(turn.conversation_id),
@@ -230,17 +236,20 @@ class LexicalStudent:
 
     # -- files ---------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """`lexical.npz` (sparse idf and weights, float32) and `lexical.json`."""
+        """`lexical.npz` and `lexical.json`. Only buckets seen in training are stored (as
+        steps between bucket numbers, which compress well); the label weights as float16,
+        the category heads as int8 with a scale per head."""
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         columns = np.flatnonzero(np.any(self.coef != 0, axis=0) | _any_rows(self.category_coef))
-        arrays: dict[str, np.ndarray] = {"columns": columns.astype(np.int32),
-                                         "coef": self.coef[:, columns], "intercept": self.intercept}
+        arrays: dict[str, np.ndarray] = {"column_steps": np.diff(columns, prepend=0).astype(np.int32),
+                                         "coef": self.coef[:, columns].astype(np.float16),
+                                         "intercept": self.intercept}
         for i, idf in enumerate(self.features.idf):
             seen = np.flatnonzero(idf)
-            arrays[f"idf{i}_index"], arrays[f"idf{i}_value"] = seen.astype(np.int32), idf[seen]
+            arrays[f"idf{i}_steps"], arrays[f"idf{i}_value"] = np.diff(seen, prepend=0).astype(np.int32), idf[seen]
         if self.category_coef is not None and self.category_intercept is not None:
-            arrays["category_coef"] = self.category_coef[:, columns]
+            arrays["category_coef"], arrays["category_scale"] = _quantise(self.category_coef[:, columns])
             arrays["category_intercept"] = self.category_intercept
         np.savez_compressed(directory / "lexical.npz", **arrays)
         meta = {
@@ -251,6 +260,7 @@ class LexicalStudent:
                        for b in BLOCKS],
             "categories": [list(pair) for pair in self.category_names],
             "info": self.info,
+            "calibration": self.calibration.as_dict(),
         }
         (directory / "lexical.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return directory
@@ -258,27 +268,100 @@ class LexicalStudent:
     @classmethod
     def load(cls, path: str | Path | None = None) -> LexicalStudent:
         directory = Path(path) if path else DEFAULT_DIR
+        if not (directory / "lexical.json").is_file() or not (directory / "lexical.npz").is_file():
+            raise FileNotFoundError(f"no lexical student in {directory} (expected lexical.json and lexical.npz)")
         meta = json.loads((directory / "lexical.json").read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT or meta.get("buckets") != BUCKETS or len(meta["blocks"]) != len(BLOCKS):
             raise ValueError(f"{directory}: not a lexical student of this version ({meta.get('format')!r})")
         width = BUCKETS * len(BLOCKS)
-        with np.load(directory / "lexical.npz") as stored:
-            columns = stored["columns"]
+        with np.load(directory / "lexical.npz", allow_pickle=False) as stored:
+            columns = np.cumsum(stored["column_steps"])
             coef = np.zeros((len(LABELS), width), dtype=np.float32)
             coef[:, columns] = stored["coef"]
             idf = []
             for i in range(len(BLOCKS)):
                 values = np.zeros(BUCKETS, dtype=np.float32)
-                values[stored[f"idf{i}_index"]] = stored[f"idf{i}_value"]
+                values[np.cumsum(stored[f"idf{i}_steps"])] = stored[f"idf{i}_value"]
                 idf.append(values)
             category_coef = category_intercept = None
             if "category_coef" in stored:
                 category_coef = np.zeros((stored["category_coef"].shape[0], width), dtype=np.float32)
-                category_coef[:, columns] = stored["category_coef"]
+                category_coef[:, columns] = stored["category_coef"] * stored["category_scale"][:, None]
                 category_intercept = stored["category_intercept"]
             intercept = stored["intercept"]
         return cls(LexicalFeatures(idf), coef, intercept, [tuple(p) for p in meta["categories"]],  # type: ignore[misc]
-                   category_coef, category_intercept, meta.get("info", {}))
+                   category_coef, category_intercept, meta.get("info", {}),
+                   Calibration.from_dict(meta.get("calibration")))
+
+
+def conversation_folds(examples: Sequence[LabelledTurn], k: int = INNER_FOLDS) -> np.ndarray:
+    """A fold per example, by conversation (a stable hash), so no conversation is on both sides."""
+    return np.array([zlib.crc32(f"{e.source}\x00{e.conversation_id}".encode()) % k for e in examples])
+
+
+def out_of_fold_logits(examples: Sequence[LabelledTurn], folds: np.ndarray, c: float = 10.0) -> np.ndarray:
+    """Every example scored by a model fitted without its fold."""
+    logits = np.zeros((len(examples), len(LABELS)))
+    for fold in np.unique(folds):
+        held = folds == fold
+        model = LexicalStudent.fit([e for e, h in zip(examples, held, strict=True) if not h], c=c, categories=False)
+        logits[held] = model.logits([e for e, h in zip(examples, held, strict=True) if h])
+    return logits
+
+
+def train_lexical(examples: Sequence[LabelledTurn], *, folds: np.ndarray | None = None,
+                  uniform: np.ndarray | None = None, c: float = 10.0, rubric: Rubric | None = None,
+                  info: dict[str, Any] | None = None, categories: bool = True) -> LexicalStudent:
+    """The shipped recipe: calibration and thresholds from out-of-fold scores (`folds` by
+    conversation; a hash of the conversation id when not given), then the model refitted on
+    every example. `uniform` marks the turns of a uniform sample, whose rates the
+    calibrated probabilities should match (all turns when not given). The out-of-fold
+    figures are kept in `info["metrics"]`: what the same recipe does on turns it never saw."""
+    if not examples:
+        raise ValueError("no labelled turns to train on")
+    folds = conversation_folds(examples) if folds is None else np.asarray(folds)
+    metrics: dict[str, Any] = {"trained_on": counts(examples)}
+    calibration = Calibration()
+    if len(np.unique(folds)) > 1:
+        oof = out_of_fold_logits(examples, folds, c)
+        gold = [e.label for e in examples]
+        calibration = fit_calibration(oof, gold, uniform)
+        metrics["cross_validated"] = {"folds": int(len(np.unique(folds))),
+                                      **cross_validated_metrics(gold, calibration, oof, uniform)}
+    student = LexicalStudent.fit(examples, c=c, rubric=rubric, info={**(info or {}), "c": c, "metrics": metrics},
+                                 categories=categories)
+    student.calibration = calibration
+    return student
+
+
+def cross_validated_metrics(gold: Sequence[str], calibration: Calibration, logits: np.ndarray,
+                            uniform: np.ndarray | None = None) -> dict[str, Any]:
+    """Agreement of the thresholded labels with `gold`, and the labelled rates against
+    the mean calibrated probabilities (the estimate a report gives) on the uniform turns."""
+    probabilities = calibration.probabilities(logits)
+    result = agreement(list(gold), calibration.labels(probabilities), labels=list(LABELS))
+    rows = np.ones(len(gold), dtype=bool) if uniform is None or not np.any(uniform) else np.asarray(uniform)
+    result["rates"] = {label: {"estimated": round(100 * float(probabilities[rows, k].mean()), 1),
+                               "labelled": round(100 * float(np.mean(np.array(gold)[rows] == label)), 1)}
+                       for k, label in enumerate(LABELS)}
+    result.pop("confusion", None)
+    return result
+
+
+def _regression(c: float, class_weight: str | None) -> Any:
+    """Newton-CG: on a million hashed columns it converges in a tenth of L-BFGS's time (2 s
+    against 22 s for 1,700 turns) to the same log-loss."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, solver="newton-cg", max_iter=200, class_weight=class_weight)
+
+
+def _quantise(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 rows with a scale each: the category heads only rank categories within a
+    turn, and at float32 they would be most of the shipped file."""
+    scale = np.abs(matrix).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    return np.round(matrix / scale[:, None]).astype(np.int8), scale.astype(np.float32)
 
 
 def _any_rows(matrix: np.ndarray | None) -> np.ndarray | bool:
