@@ -4,6 +4,10 @@ over HTTP against the scripted server (LLM answers chosen per conversation)."""
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import subprocess
+import sys
 
 import pytest
 from llm_server.harness import ScriptedServer
@@ -145,6 +149,19 @@ def test_decontamination_by_word_ngrams():
     leaked = [ChatTurn(role="user", content="Hey! write a poem about the sea and the moon at night")]
     assert guard.check(leaked) == "prompt overlaps the evaluation set (8-gram)"
     assert guard.check([ChatTurn(role="user", content="Write a poem about the mountains in spring")]) is None
+
+
+def test_a_pickled_decontaminator_still_finds_overlap_in_another_process(tmp_path):
+    """Another process salts Python's `hash` differently: the n-grams must not depend on it."""
+    guard = Decontaminator(["Write a poem about the sea and the moon at night, please"], n=8)
+    (tmp_path / "guard.pickle").write_bytes(pickle.dumps(guard))
+    check = ("import pickle, sys; from wildfeedback.schema import ChatTurn; "
+             "guard = pickle.loads(open(sys.argv[1], 'rb').read()); "
+             "print(guard.check([ChatTurn(role='user', content='write a poem about the sea and the moon at night')]))")
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", check, str(tmp_path / "guard.pickle")], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONHASHSEED": seed}, timeout=120)
+        assert done.stdout.strip() == "prompt overlaps the evaluation set (8-gram)", done.stderr
 
 
 # -- the stage over HTTP: expert and on-policy ----------------------------------------

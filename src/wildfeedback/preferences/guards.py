@@ -129,11 +129,17 @@ class PairDeduplicator:
 _TOKEN = re.compile(r"\w+")
 
 
+def _stable_hash(words: Sequence[str]) -> int:
+    """The same number in every process: Python's own `hash` of a string is salted per
+    process, so a Decontaminator pickled to a worker would find no overlap at all."""
+    return int.from_bytes(hashlib.blake2b("\x1f".join(words).encode(), digest_size=8).digest(), "little")
+
+
 def ngrams(text: str, n: int) -> set[int]:
     words = _TOKEN.findall(text.lower())
     if len(words) < n:
-        return {hash(tuple(words))} if words and len(words) >= max(3, n // 2) else set()
-    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+        return {_stable_hash(words)} if words and len(words) >= max(3, n // 2) else set()
+    return {_stable_hash(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 @dataclass
