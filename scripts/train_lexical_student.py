@@ -94,10 +94,11 @@ The `random` stratum is a uniform sample of user turns; the others were drawn fo
 negative and positive cue words. SAT here means a visible sign of approval; a plain
 follow-up is NEUTRAL.
 
-USS, IFLLM and OASST are not in the training set: pooled with these labels they
-lower kappa under the folds (their SAT is a rating of 4-5, often on a plain
-follow-up), and trained on them alone the model does not carry to LLM-era chats
-(`wildfeedback bench feedback`, leave-one-source-out).
+USS, IFLLM and OASST are not in the training set. Their SAT is a rating of 4-5,
+often on a plain follow-up; pooled with these labels (their SAT harmonised to
+NEUTRAL, 30% of the weight) they lower kappa under the folds from 0.59 to about
+0.45, and a model trained on them alone reads these labels at kappa 0.06
+(`wildfeedback bench feedback`).
 
 ## Calibration and the default thresholds
 

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared
-from wildfeedback.bench.feedback import LabelledItem, annotator_kappa, category_f1, load_labels, summarise
+from wildfeedback.bench.feedback import (
+    LabelledItem,
+    annotator_kappa,
+    category_f1,
+    cross_validate_lexical,
+    learning_curve,
+    load_labels,
+    summarise,
+)
+from wildfeedback.evaluate.stats import agreement
 from wildfeedback.signals.labels import LabelledTurn
 
 
@@ -23,7 +32,10 @@ def test_rates_come_from_the_random_stratum_and_pr_points_from_p_dsat() -> None:
     # SAT, DSAT, NEUTRAL columns
     probabilities = np.array([[0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.2, 0.1, 0.7], [0.1, 0.35, 0.55]])
     result = summarise(items, probabilities)
-    assert result["random_stratum_rates"]["DSAT"] == {"predicted": 66.7, "labelled": 33.3}
+    assert result["random_stratum_rates"]["DSAT"] == {"predicted": 66.7, "estimated": 50.0, "labelled": 33.3}
+    thresholded = summarise(items, probabilities, ["DSAT", "NEUTRAL", "NEUTRAL", "NEUTRAL"])
+    assert thresholded["random_stratum_rates"]["DSAT"]["predicted"] == 33.3
+    assert thresholded["per_class"]["DSAT"] == {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
     points = {p["threshold"]: p for p in result["dsat_precision_recall"]}
     assert points[0.3] == {"threshold": 0.3, "precision": 0.667, "recall": 1.0}
     assert points[0.7] == {"threshold": 0.7, "precision": 1.0, "recall": 0.5}
@@ -51,3 +63,16 @@ def test_the_real_labels_load_with_their_folds() -> None:
     assert sum(i.stratum == "random" for i in items) == 1067 and sum(bool(i.second_label) for i in items) == 167
     assert {i.second_label for i in items if i.second_label} == {"SAT", "DSAT", "NEUTRAL"}
     assert annotator_kappa(items)["kappa"] > 0.9  # the data README: 0.94
+
+
+def test_cross_validation_nests_the_calibration_and_the_curve_shrinks_the_training_set() -> None:
+    words = {"DSAT": "no that is wrong, redo it", "SAT": "thanks, that works", "NEUTRAL": "now explain recursion"}
+    items = [LabelledItem(LabelledTurn(f"c{k}{label}", "sharegpt", 2, "reply", f"{words[label]} {k}", label,  # type: ignore[arg-type]
+                                       "", 1), k % 5, "random", None)
+             for k in range(30) for label in words]
+    result = cross_validate_lexical(items, categories=False)
+    assert result.probabilities.shape == (90, 3)
+    assert agreement([i.turn.label for i in items], result.labels)["accuracy"] > 0.9
+    curve = learning_curve(items, sizes=(30,), full=result)
+    assert [p["train_turns"] for p in curve] == [30, "all"]
+    assert curve[1]["kappa"] >= curve[0]["kappa"] - 0.05

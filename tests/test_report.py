@@ -19,6 +19,7 @@ from markupsafe import escape
 
 from wildfeedback.report.data import ExamplePair, ReportData
 from wildfeedback.report.html import render_report, split_evidence, write_report
+from wildfeedback.schema import Signal
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -177,6 +178,22 @@ def test_only_neutral_signals_and_no_pairs() -> None:
     page = render_report(data)
     assert "NEUTRAL 9" in page and "No SAT or DSAT feedback was found" in page
     assert "No example pairs" in page and not svgs(page)
+
+
+def test_estimated_rates_are_the_mean_probability_of_the_turns_that_carry_one() -> None:
+    def signal(label: str, probabilities: dict[str, float] | None) -> Signal:
+        return Signal(conversation_id="c", turn_index=2, label=label, detector="student",  # type: ignore[arg-type]
+                      metadata={"probabilities": probabilities} if probabilities else {})
+
+    data = ReportData()
+    data.add_signals([signal("DSAT", {"SAT": 0.1, "DSAT": 0.7, "NEUTRAL": 0.2}),
+                      signal("NEUTRAL", {"SAT": 0.1, "DSAT": 0.3, "NEUTRAL": 0.6}),
+                      signal("SAT", None)], positions={})  # an LLM's label carries no probabilities
+    assert data.estimated_rates() == {"DSAT": 50.0, "NEUTRAL": 40.0, "SAT": 10.0}
+    assert data.as_dict()["estimated_rates"]["DSAT"] == 50.0
+    page = render_report(data)
+    assert "mean calibrated probability over 2 user turns" in page and "DSAT 50.0%" in page
+    assert "Estimated rates" not in render_report(ReportData())
 
 
 def test_every_user_string_is_escaped() -> None:

@@ -202,3 +202,15 @@ def test_shipped_model_loads_and_reads_clear_cases():
     assert p_sat["SAT"] > p_dsat["SAT"] and p_dsat["DSAT"] > p_sat["DSAT"]
     assert sat.label == "SAT"
     assert dsat.label == "DSAT"
+
+
+def test_the_encoder_cache_keeps_the_most_recent_texts_only():
+    from wildfeedback.signals.encoder import Encoder
+
+    encoder = Encoder(max_entries=3)
+    first = encoder.encode(["one", "two", "three"])
+    encoder.encode(["one", "four"])  # "one" is used again, so "two" is the oldest and goes
+    assert len(encoder._cache) == 3
+    again = encoder.encode(["one", "two"])  # "two" is computed again, the same vector
+    np.testing.assert_allclose(again, first[:2], atol=1e-5)
+    assert Encoder(cache_file="unused.npz").max_entries is None  # an on-disk cache keeps everything

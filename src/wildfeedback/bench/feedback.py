@@ -16,8 +16,9 @@ rubric. Protocol:
 * rates are compared on the `random` stratum only (the other two strata were
   drawn for their cue words);
 * the annotators' own agreement is Cohen's kappa over the turns labelled twice;
-* leave-one-source-out: the lexical student trained on USS, IFLLM and OASST alone
-  (their own ratings) and read on every ShareGPT label;
+* other sources: the lexical student trained on USS, IFLLM and OASST alone (their
+  own ratings; leave-ShareGPT-out) and read on every ShareGPT label, and those
+  sources pooled with each training split, their SAT harmonised to NEUTRAL;
 * learning curve: the same folds with only 100 / 300 / 1,000 / all training turns;
 * throughput: `signals detect` in a fresh process (start-up included) on the first
   N conversations of the packaged ShareGPT file, with that process's peak RSS.
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,14 @@ import numpy as np
 from wildfeedback.evaluate.stats import agreement
 from wildfeedback.io.reader import read_conversations
 from wildfeedback.schema import Conversation
+from wildfeedback.signals.calibration import softmax
 from wildfeedback.signals.labels import LABELS, LabelledTurn, counts, examples_from
 from wildfeedback.signals.lexical import LexicalStudent, train_lexical
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 PR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 LEARNING_CURVE_SIZES = (100, 300, 1000)
+POOLED_SHARE = 0.7  # of the training weight on the ShareGPT turns when pooled with the other sources
 OTHER_SOURCES = ("uss/MWOZ.txt", "uss/SGD.txt", "uss/ReDial.txt", "uss/CCPE.txt", "ifllm/query_logs_table.csv",
                  "oasst/en_100_tree.jsonl")
 
@@ -191,22 +194,62 @@ def other_sources(data: Path) -> list[LabelledTurn]:
     return examples
 
 
-def leave_sharegpt_out(items: Sequence[LabelledItem], data: Path) -> dict[str, Any] | None:
+def leave_sharegpt_out(items: Sequence[LabelledItem], examples: Sequence[LabelledTurn]) -> dict[str, Any]:
     """Trained on the other sources only, read on every ShareGPT label (argmax: without
     ShareGPT labels there is nothing to calibrate on): how far USS-style data carries."""
-    examples = other_sources(data)
-    if not examples:
-        return None
     model = LexicalStudent.fit(examples, categories=False)
     result = summarise(items, model.predict_proba([item.turn for item in items]))
     result["trained_on"] = counts(examples)
     return result
 
 
+def pooled(items: Sequence[LabelledItem], examples: Sequence[LabelledTurn], share: float = POOLED_SHARE) -> dict[str, Any]:
+    """The other sources pooled with the four training folds, fold by fold, their targets
+    harmonised (their SAT, a rating of 4-5, becomes NEUTRAL: the ShareGPT rubric's SAT is a
+    visible sign of approval) and weighted so the ShareGPT turns carry `share` of the
+    weight; argmax of the raw scores, to compare with the ShareGPT-only argmax row."""
+    harmonised = [replace(e, label="NEUTRAL") if e.label == "SAT" else e for e in examples]
+    probabilities = np.zeros((len(items), len(LABELS)))
+    for fold in sorted({item.fold for item in items}):
+        train = [item.turn for item in items if item.fold != fold]
+        weights = np.r_[np.full(len(train), share / len(train)), np.full(len(harmonised), (1 - share) / len(harmonised))]
+        model = LexicalStudent.fit([*train, *harmonised], categories=False, sample_weight=weights * (len(weights)))
+        test = [i for i, item in enumerate(items) if item.fold == fold]
+        probabilities[test] = softmax(model.logits([items[i].turn for i in test]))
+    return summarise(items, probabilities)
+
+
+def sharegpt_only_raw(items: Sequence[LabelledItem]) -> dict[str, Any]:
+    """The ShareGPT-only model's argmax of the raw scores (before calibration), fold by fold."""
+    probabilities = np.zeros((len(items), len(LABELS)))
+    for fold in sorted({item.fold for item in items}):
+        model = LexicalStudent.fit([item.turn for item in items if item.fold != fold], categories=False)
+        test = [i for i, item in enumerate(items) if item.fold == fold]
+        probabilities[test] = softmax(model.logits([items[i].turn for i in test]))
+    return summarise(items, probabilities)
+
+
 def shipped_student_probabilities(items: Sequence[LabelledItem]) -> np.ndarray:
     from wildfeedback.signals.student import StudentDetector
 
     return StudentDetector.load().predict_proba([item.turn for item in items])
+
+
+# The CLI in a fresh interpreter that writes its own peak RSS (VmHWM, kB) to argv[1] on exit. Not
+# getrusage: a child's ru_maxrss also counts the parent's memory copied at fork, before exec.
+_PEAK_RSS_WRAPPER = """
+import atexit, re, sys
+peak_file = sys.argv.pop(1)
+def record():
+    with open('/proc/self/status') as status:
+        peak = re.search(r'VmHWM:\\s+(\\d+)', status.read())
+    if peak:
+        open(peak_file, 'w').write(peak.group(1))
+atexit.register(record)
+sys.argv[0] = 'wildfeedback'
+from wildfeedback.cli import main
+main()
+"""
 
 
 def throughput(conversations: int) -> dict[str, Any]:
@@ -224,21 +267,19 @@ def throughput(conversations: int) -> dict[str, Any]:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (limit, model) in runs.items():
-            output = Path(folder) / f"signals-{len(results)}.jsonl"
-            command = [sys.executable, "-m", "wildfeedback", "signals", "detect", str(source), "-o", str(output),
-                       "--limit", str(limit), "--on-error", "skip", "--json", *(["--student-model", str(model)] if model else [])]
+            output, peak = Path(folder) / f"signals-{len(results)}.jsonl", Path(folder) / f"peak-{len(results)}"
+            arguments = ["signals", "detect", str(source), "-o", str(output), "--limit", str(limit), "--on-error",
+                         "skip", "--json", *(["--student-model", str(model)] if model else [])]
             started = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            stdout = process.stdout.read() if process.stdout else b""
-            _, status, usage = os.wait4(process.pid, 0)
+            done = subprocess.run([sys.executable, "-c", _PEAK_RSS_WRAPPER, str(peak), *arguments],
+                                  capture_output=True, text=True)
             seconds = time.perf_counter() - started
-            if status != 0:
-                raise RuntimeError(f"{' '.join(command)} failed (status {status})")
-            report = json.loads(stdout)
-            read = int(report["conversations"])
+            if done.returncode != 0:
+                raise RuntimeError(f"wildfeedback {' '.join(arguments)} failed: {done.stderr[-2000:]}")
+            read = int(json.loads(done.stdout)["conversations"])
             results[name] = {"conversations": read, "seconds": round(seconds, 2),
                              "conversations_per_s": round(read / seconds, 1),
-                             "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+                             "peak_rss_mb": round(int(peak.read_text()) / 1024) if peak.exists() else None}  # Linux only
     return results
 
 
@@ -247,9 +288,11 @@ def _labels_path(data: str | None) -> Path:
 
 
 LEXICAL = "lexical student (default; nested calibration, thresholds)"
-LEXICAL_ARGMAX = "lexical student, argmax"
+LEXICAL_ARGMAX = "lexical student, argmax of calibrated probabilities"
+LEXICAL_RAW = "lexical student, argmax of raw scores"
 MINILM = "MiniLM student (previous default, not retrained)"
-OTHERS_ONLY = "lexical student trained on USS + IFLLM + OASST only (argmax)"
+OTHERS_ONLY = "trained on USS + IFLLM + OASST only (argmax)"
+POOLED = f"ShareGPT folds pooled with USS + IFLLM + OASST, harmonised, weight {POOLED_SHARE} (argmax of raw scores)"
 
 
 def run_feedback_bench(data: str | None = None, conversations: int = 200, curve: bool = True,
@@ -272,9 +315,11 @@ def run_feedback_bench(data: str | None = None, conversations: int = 200, curve:
         "annotators": annotator_kappa(items),
     }
     if other:
-        loso = leave_sharegpt_out(items, path.parents[1])
-        if loso is not None:
-            results["detectors"][OTHERS_ONLY] = loso
+        examples = other_sources(path.parents[1])
+        if examples:
+            results["detectors"][LEXICAL_RAW] = sharegpt_only_raw(items)
+            results["detectors"][POOLED] = pooled(items, examples)
+            results["detectors"][OTHERS_ONLY] = leave_sharegpt_out(items, examples)
     if curve:
         results["learning_curve"] = learning_curve(items, full=lexical)
     if conversations:
@@ -286,7 +331,7 @@ def render(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=160)
     table = Table(title=f"bench feedback — {results['labels']['turns']:,} labelled ShareGPT turns, given 5 folds",
                   title_justify="left")
     for column in ("detector", "kappa", "acc", "DSAT P", "DSAT R", "DSAT F1", "SAT F1",
@@ -309,7 +354,7 @@ def render(results: dict[str, Any]) -> None:
             for p in results["learning_curve"]))
     for name, speed in (results.get("throughput") or {}).items():
         console.print(f"signals detect, {name}: {speed['conversations_per_s']} conversations/s "
-                      f"({speed['seconds']} s with start-up), peak RSS {speed['peak_rss_mb']} MB")
+                      f"({speed['seconds']} s with start-up), peak RSS {speed['peak_rss_mb'] or '?'} MB")
     machine = results["machine"]
     console.print(f"machine: {machine['cpus']} CPUs, {machine['processor']}, Python {machine['python']}")
 
@@ -321,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="packaged ShareGPT conversations for the throughput runs (0: skip)")
     parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
     parser.add_argument("--no-other-sources", action="store_true",
-                        help="skip training on USS + IFLLM + OASST alone (about a minute)")
+                        help="skip the rows trained with USS + IFLLM + OASST (about five minutes)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     results = run_feedback_bench(args.data, args.throughput, curve=not args.no_curve, other=not args.no_other_sources)

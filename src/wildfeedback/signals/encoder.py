@@ -2,8 +2,10 @@
 
 Nothing is fetched at run time: the weights ship inside the pip package and the
 model is loaded with the Hugging Face hubs switched off. Embeddings are cached per
-text within the process (embedding is the cost of the student detector), and
-optionally on disk in a `.npz` file keyed by a hash of the text.
+text within the process (embedding is the cost of the MiniLM student), least
+recently used first out past `max_entries` so memory stays flat over a corpus of
+any size, and optionally on disk in a `.npz` file keyed by a hash of the text
+(unbounded: training scripts use it to embed a data set once).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from wildfeedback.errors import WildfeedbackError
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 MAX_CHARS = 2000  # the encoder reads at most 256 word pieces; longer text is cut first, cheaply
+MAX_ENTRIES = 50_000  # about 80 MB of vectors: a batch's replies and turns, and their repeats across batches
 
 
 class EncoderUnavailableError(WildfeedbackError, RuntimeError):
@@ -48,11 +52,13 @@ def _key(text: str) -> str:
 class Encoder:
     """Unit-normalised MiniLM embeddings with a per-text cache."""
 
-    def __init__(self, cache_file: str | os.PathLike[str] | None = None, batch_size: int = 64) -> None:
+    def __init__(self, cache_file: str | os.PathLike[str] | None = None, batch_size: int = 64,
+                 max_entries: int | None = MAX_ENTRIES) -> None:
         self._model = None
         self._lock = threading.Lock()
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.batch_size = batch_size
+        self.max_entries = None if cache_file else max_entries
         self.cache_file = Path(cache_file) if cache_file else None
         self._dirty = False
         if self.cache_file and self.cache_file.exists():
@@ -98,7 +104,17 @@ class Encoder:
             self._dirty = True
         if not keys:
             return np.zeros((0, DIM), dtype=np.float32)
-        return np.stack([self._cache[k] for k in keys])
+        rows = np.stack([self._cache[k] for k in keys])
+        self._evict(keys)
+        return rows
+
+    def _evict(self, used: Sequence[str]) -> None:
+        if self.max_entries is None:
+            return
+        for key in used:
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
 
     def save_cache(self) -> None:
         if self.cache_file is None or not self._dirty:
