@@ -103,8 +103,8 @@ def _context(data: ReportData) -> dict[str, Any]:
         "funnel": funnel,
         "drops": drops,
         "labels": [(label, count) for label, count in data.labels.most_common()],
-        "estimated_rates": [(label, data.estimated_rates()[label]) for label in ("SAT", "DSAT", "NEUTRAL")
-                            if label in data.estimated_rates()],
+        "estimated_rates": [(label, rate) for label in ("SAT", "DSAT", "NEUTRAL")
+                            if (rate := data.estimated_rates().get(label)) is not None],
         "estimated_turns": data.probability_turns,
         "categories": [
             {"label": label, "rows": data.categories[label].most_common(), "svg": _category_chart(label, data)}

@@ -6,7 +6,9 @@ still makes one call per conversation, but lists only those turns, so a
 conversation the student is sure about costs nothing. A turn the LLM could not
 label (a failed call, a dropped label) keeps the student's reading, marked
 `metadata.by = "student"` with the reason, so every turn keeps a signal and the
-issue is still recorded.
+issue is still recorded. Every signal keeps the student's calibrated
+probabilities (`metadata.probabilities`), so a report's estimated rates average
+over all turns, not only those the student was sure of.
 
 `CascadeStats` says what was saved: LLM calls made against the calls an
 LLM-only run would have made on the same conversations, and likewise the
@@ -80,10 +82,10 @@ class CascadeDetector:
             student = {"label": signal.label, "confidence": signal.confidence}
             if key in by_llm:
                 llm = by_llm[key]
-                outcome.signals.append(
-                    llm.model_copy(update={"detector": self.name, "metadata": {**llm.metadata, "by": "llm",
-                                                                                 "student": student}})
-                )
+                metadata = {**llm.metadata, "by": "llm", "student": student}
+                if "probabilities" in signal.metadata:  # the student's, calibrated: what rate estimates average
+                    metadata["probabilities"] = signal.metadata["probabilities"]
+                outcome.signals.append(llm.model_copy(update={"detector": self.name, "metadata": metadata}))
             else:
                 metadata = {**signal.metadata, "by": "student"}
                 problem = problems.get(key) or whole.get(signal.conversation_id)
