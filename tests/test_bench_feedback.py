@@ -76,3 +76,20 @@ def test_cross_validation_nests_the_calibration_and_the_curve_shrinks_the_traini
     curve = learning_curve(items, sizes=(30,), full=result)
     assert [p["train_turns"] for p in curve] == [30, "all"]
     assert curve[1]["kappa"] >= curve[0]["kappa"] - 0.05
+
+
+def test_cross_encoder_rows_include_the_two_stage_student_over_every_fold() -> None:
+    from wildfeedback.bench.feedback import CROSS, MIXED, TWO_STAGE, cross_encoder_rows
+    from wildfeedback.signals.cross_encoder import CrossEncoderConfig
+
+    words = {"DSAT": "no that is wrong, redo it", "SAT": "thanks, that works", "NEUTRAL": "now explain recursion"}
+    items = [LabelledItem(LabelledTurn(f"c{k}{label}", "sharegpt", 2, "reply", f"{words[label]} {k}", label,  # type: ignore[arg-type]
+                                       "", 1), k % 5, "random", None)
+             for k in range(10) for label in words]
+    lexical = cross_validate_lexical(items, categories=False)
+    tiny = CrossEncoderConfig(epochs=1, batch_size=8, learning_rate=3e-3, max_length=32)
+    one = cross_encoder_rows(items, lexical, folds=[0], config=tiny)
+    assert TWO_STAGE not in one and one[CROSS]["n"] == 6 and one[CROSS]["inference"]["folds"] == [0]
+    every = cross_encoder_rows(items, lexical, folds=None, config=tiny)
+    assert every[MIXED]["n"] == every[TWO_STAGE]["n"] == 30
+    assert 0.0 <= every[TWO_STAGE]["sent_to_cross_encoder"] <= 1.0

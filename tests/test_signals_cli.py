@@ -112,6 +112,7 @@ def test_killed_detection_resumes_without_repeating_finished_calls(tmp_path: Pat
 @pytest.mark.parametrize(("kind", "files", "extra"), [
     ("lexical", ("lexical.json", "lexical.npz"), ()),
     ("minilm", ("student.json", "student.npz"), ("--holdout", "0.25")),
+    ("two-stage", ("two_stage.json", "cross.safetensors", "lexical.npz"), ()),
 ])
 def test_train_from_thumbs_then_detect_with_the_trained_model(tmp_path: Path, kind: str, files: tuple[str, str],
                                                               extra: tuple[str, ...]) -> None:
@@ -121,7 +122,7 @@ def test_train_from_thumbs_then_detect_with_the_trained_model(tmp_path: Path, ki
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["trained_on"] == {"openai": {"SAT": 12, "DSAT": 12, "NEUTRAL": 0, "total": 24}}
-    assert ("cross_validated" if kind == "lexical" else "held_out") in metrics
+    assert {"lexical": "cross_validated", "minilm": "held_out", "two-stage": "cross_fitted"}[kind] in metrics
     assert all((model / name).exists() for name in files)
     result = run("signals", "detect", str(source), "-o", str(tmp_path / "t.jsonl"), "--student-model", str(model), "--json")
     assert result.returncode == 0, result.stderr

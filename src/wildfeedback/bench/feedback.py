@@ -19,8 +19,9 @@ rubric. Protocol:
 * other sources: the lexical student trained on USS, IFLLM and OASST alone (their
   own ratings; leave-ShareGPT-out) and read on every ShareGPT label, and those
   sources pooled with each training split, their SAT harmonised to NEUTRAL;
-* optionally (`--cross-encoder`), MiniLM fine-tuned end to end as a cross-encoder
-  on the training folds, alone and averaged with the lexical student;
+* optionally (`--cross-encoder`), MiniLM with a LoRA adapter fine-tuned as a
+  cross-encoder on the training folds, alone, averaged with the lexical student,
+  and as the second stage of the two-stage student (`signals/two_stage.py`);
 * learning curve: the same folds with only 100 / 300 / 1,000 / all training turns;
 * throughput: `signals detect` in a fresh process (start-up included) on the first
   N conversations of the packaged ShareGPT file, with that process's peak RSS.
@@ -49,7 +50,8 @@ from wildfeedback.schema import Conversation
 from wildfeedback.signals.calibration import softmax
 from wildfeedback.signals.cross_encoder import CrossEncoder, CrossEncoderConfig
 from wildfeedback.signals.labels import LABELS, LabelledTurn, counts, examples_from
-from wildfeedback.signals.lexical import LexicalStudent, train_lexical
+from wildfeedback.signals.lexical import LexicalStudent, out_of_fold_logits, train_lexical
+from wildfeedback.signals.two_stage import UNCERTAIN_BELOW, cross_fitted
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 PR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -234,29 +236,40 @@ def sharegpt_only_raw(items: Sequence[LabelledItem]) -> dict[str, Any]:
 
 def cross_encoder_rows(items: Sequence[LabelledItem], lexical: CrossValidated, folds: Sequence[int] | None = None,
                        config: CrossEncoderConfig | None = None) -> dict[str, dict[str, Any]]:
-    """MiniLM fine-tuned end to end on the training folds, read on the test fold (argmax of
-    its softmax), alone and averaged with the lexical student's calibrated probabilities,
-    over the chosen folds only (about eight minutes a fold on 2 CPU cores), with its
-    inference speed."""
-    chosen = sorted({item.fold for item in items} if folds is None else set(folds))
-    rows = [i for i, item in enumerate(items) if item.fold in chosen]
-    probabilities = np.zeros((len(items), len(LABELS)))
+    """The cross-encoder (MiniLM with a LoRA adapter) trained on the training folds and read
+    on the test fold (argmax of its softmax), alone and averaged with the lexical student's
+    calibrated probabilities, over the chosen folds only (about eight minutes a fold on 2
+    CPU cores), with its inference speed; over all folds, the two-stage student as shipped
+    (`cross_fitted`: each fold's calibrations and thresholds from the other folds)."""
+    every = sorted({item.fold for item in items})
+    chosen = every if folds is None else sorted(set(folds))
+    rows = np.array([i for i, item in enumerate(items) if item.fold in chosen])
+    cross = np.zeros((len(items), len(LABELS)), dtype=np.float32)
+    turns = [item.turn for item in items]
+    fold_of = np.array([item.fold for item in items])
     seconds = 0.0
     for fold in chosen:
-        model = CrossEncoder(config).fit([item.turn for item in items if item.fold != fold],
+        model = CrossEncoder(config).fit([t for t, f in zip(turns, fold_of, strict=True) if f != fold],
                                          log=lambda line, fold=fold: print(f"fold {fold}: {line}", file=sys.stderr,
-                                                                                 flush=True))
-        test = [i for i, item in enumerate(items) if item.fold == fold]
+                                                                                 flush=True)).merge()
+        test = np.flatnonzero(fold_of == fold)
         started = time.perf_counter()
-        probabilities[test] = softmax(model.logits([items[i].turn for i in test]))
+        cross[test] = model.logits([turns[i] for i in test])
         seconds += time.perf_counter() - started
     subset = [items[i] for i in rows]
     speed = {"turns_per_s": round(len(rows) / seconds, 1) if seconds else None, "folds": chosen}
-    return {
-        CROSS: {**summarise(subset, probabilities[rows]), "inference": speed},
-        MIXED: summarise(subset, (probabilities[rows] + lexical.probabilities[rows]) / 2),
+    results = {
+        CROSS: {**summarise(subset, softmax(cross[rows])), "inference": speed},
+        MIXED: summarise(subset, (softmax(cross[rows]) + lexical.probabilities[rows]) / 2),
         LEXICAL_SAME_FOLDS: summarise(subset, lexical.probabilities[rows], [lexical.labels[i] for i in rows]),
     }
+    if chosen == every:
+        gold = [t.label for t in turns]
+        uniform = np.array([item.stratum == "random" for item in items])
+        measured = cross_fitted(gold, fold_of, out_of_fold_logits(turns, fold_of), cross, uniform)
+        results[TWO_STAGE] = {**summarise(items, measured["probabilities"], measured["labels"]),
+                              "sent_to_cross_encoder": measured["sent"]}
+    return results
 
 
 def shipped_student_probabilities(items: Sequence[LabelledItem]) -> np.ndarray:
@@ -285,21 +298,24 @@ main()
 def throughput(conversations: int) -> dict[str, Any]:
     """`wildfeedback signals detect --detector student` as a user runs it (a fresh process:
     start-up and model loading included) on the first N conversations of the packaged
-    ShareGPT (its few empty records skipped), with the process's own peak RSS: the lexical student at 4N and 16N (is
-    RSS flat in the corpus size?) and the MiniLM student at N."""
+    ShareGPT (its few empty records skipped), with the process's own peak RSS: the lexical and
+    the two-stage student at 4N and 16N (is RSS flat in the corpus size?) and the MiniLM student at N."""
     from wildfeedback.ingest import sharegpt_package_file
+    from wildfeedback.signals.lexical import DEFAULT_DIR as LEXICAL_DIR
     from wildfeedback.signals.student import DEFAULT_DIR as MINILM_DIR
+    from wildfeedback.signals.two_stage import DEFAULT_DIR as TWO_STAGE_DIR
 
     source = sharegpt_package_file()
-    runs = {f"lexical student, {4 * conversations:,} conversations": (4 * conversations, None),
-            f"lexical student, {16 * conversations:,} conversations": (16 * conversations, None),
-            f"MiniLM student, {conversations:,} conversations": (conversations, MINILM_DIR)}
+    runs = {f"{name} student, {n:,} conversations": (n, model)
+            for name, model in (("lexical", LEXICAL_DIR), ("two-stage", TWO_STAGE_DIR))
+            for n in (4 * conversations, 16 * conversations)}
+    runs[f"MiniLM student, {conversations:,} conversations"] = (conversations, MINILM_DIR)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (limit, model) in runs.items():
             output, peak = Path(folder) / f"signals-{len(results)}.jsonl", Path(folder) / f"peak-{len(results)}"
             arguments = ["signals", "detect", str(source), "-o", str(output), "--limit", str(limit), "--on-error",
-                         "skip", "--json", *(["--student-model", str(model)] if model else [])]
+                         "skip", "--json", "--student-model", str(model)]
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", _PEAK_RSS_WRAPPER, str(peak), *arguments],
                                   capture_output=True, text=True)
@@ -325,6 +341,8 @@ OTHERS_ONLY = "trained on USS + IFLLM + OASST only (argmax)"
 CROSS = "MiniLM fine-tuned end to end, cross-encoder (argmax)"
 MIXED = "mean of the cross-encoder's and the lexical student's probabilities (argmax)"
 LEXICAL_SAME_FOLDS = "lexical student (default) on the cross-encoder's folds"
+TWO_STAGE = (f"two-stage: lexical, cross-encoder on turns below {UNCERTAIN_BELOW} (calibrations, thresholds "
+             "cross-fitted)")
 POOLED = f"ShareGPT folds pooled with USS + IFLLM + OASST, harmonised, weight {POOLED_SHARE} (argmax of raw scores)"
 
 

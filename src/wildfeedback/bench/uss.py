@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from wildfeedback.schema import Conversation
-from wildfeedback.signals.encoder import Encoder
+from wildfeedback.signals.encoder import DIM, Encoder
 from wildfeedback.signals.labels import LABELS, LabelledTurn, candidate_turns, examples_from, first_non_neutral
 from wildfeedback.signals.student import (
     ConversationRule,
@@ -170,14 +170,24 @@ def run_uss_bench(seeds: int = 5, *, sets: Sequence[str] = TEST_SETS, data: str 
                   train_frac: float = 0.05, test_frac: float = 0.8, limit: int | None = None,
                   extra: Sequence[str] = ("uss", "ifllm", "oasst"), adapt: bool = True, c: float = 0.0005,
                   folds: int = 5, encoder: Encoder | None = None, throughput: int = 0, llm_sample: int = 0,
-                  threshold: float = 0.8, generalisation: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Run the benchmark; returns a dict of per-set, per-seed and summary results."""
+                  threshold: float = 0.8, generalisation: bool = True, progress: bool = False,
+                  rule: str = "tuned", features: str = "student") -> dict[str, Any]:
+    """Run the benchmark; returns a dict of per-set, per-seed and summary results. `rule`:
+    "tuned" (the conversation rule in probability, its biases tuned on the 5%) or "argmax"
+    (each turn's argmax, then the first non-NEUTRAL one: the labels' own rule, untuned).
+    `features`: "student" (reply, user turn, their interactions, text features) or "user"
+    (the user turn's embedding alone: a plain probe)."""
+    if rule not in ("tuned", "argmax") or features not in ("student", "user"):
+        raise ValueError(f"rule must be tuned or argmax ({rule!r}), features student or user ({features!r})")
     root = data_dir(data)
     encoder = encoder or Encoder()
     started = time.perf_counter()
     corpus = _Data(root, encoder, sets, limit, extra)
+    if features == "user":  # featurize's second block
+        corpus.features = {name: x[:, DIM:2 * DIM] for name, x in corpus.features.items()}
     results: dict[str, Any] = {"protocol": {"seeds": seeds, "train_frac": train_frac, "test_frac": test_frac,
-                                            "limit": limit, "extra": list(extra), "adapt": adapt, "c": c},
+                                            "limit": limit, "extra": list(extra), "adapt": adapt, "c": c,
+                                            "rule": rule, "features": features},
                                "sets": {}, "published": PUBLISHED}
     for name in sets:
         pool = [n for n in corpus.examples if n != name]
@@ -218,21 +228,23 @@ def run_uss_bench(seeds: int = 5, *, sets: Sequence[str] = TEST_SETS, data: str 
 
                 def proba(rows: np.ndarray, base: StudentDetector = base, x: np.ndarray = x) -> np.ndarray:
                     return base.proba_features(x[rows])
-            rule = tune_rule(_conversation_probabilities(train_ex, oof, train_ids), [gold_conv[i] for i in train_ids])
+            tuned = tune_rule(_conversation_probabilities(train_ex, oof, train_ids), [gold_conv[i] for i in train_ids])
             test_ex = [examples[i] for i in test_rows]
             p_test = proba(test_rows)
-            conv_pred = [rule.label(p) for p in _conversation_probabilities(test_ex, p_test, test_ids)]
+            grouped = _conversation_probabilities(test_ex, p_test, test_ids)
+            conv_pred = ([tuned.label(p) for p in grouped] if rule == "tuned" else
+                         [first_non_neutral(LABELS[k] for k in p.argmax(axis=1)) for p in grouped])
             conv_metrics = weighted_prf([gold_conv[i] for i in test_ids], conv_pred)
             turn_gold = [e.label for e in test_ex]
             turn_pred = [LABELS[k] for k in p_test.argmax(axis=1)]
             turn_metrics = weighted_prf(turn_gold, turn_pred)
             turn_metrics["ece"] = 100 * expected_calibration_error(p_test, turn_gold)
             per_seed.append({"seed": seed, "conversation": conv_metrics, "turn": turn_metrics,
-                             "rule": {"sat": rule.sat, "dsat": rule.dsat}, "n_train": len(train_ids),
+                             "rule": {"sat": tuned.sat, "dsat": tuned.dsat}, "n_train": len(train_ids),
                              "n_test": len(test_ids), "n_test_turns": len(test_ex)})
             if progress:
                 print(f"{name} seed {seed}: conversation F1 {conv_metrics['f1']:.1f}, turn F1 "
-                      f"{turn_metrics['f1']:.1f}, rule {rule}", file=sys.stderr, flush=True)
+                      f"{turn_metrics['f1']:.1f}, rule {tuned}", file=sys.stderr, flush=True)
         results["sets"][name] = {"seeds": per_seed, "summary": _summary(per_seed),
                                  "gold_conversations": _distribution(gold_conv.values()),
                                  "pretrained_on": pool}
@@ -250,6 +262,46 @@ def run_uss_bench(seeds: int = 5, *, sets: Sequence[str] = TEST_SETS, data: str 
                 results["throughput"][detector] = measure_throughput(root, llm_sample, detector=detector,
                                                                      threshold=threshold)
     return results
+
+
+ABLATION = {  # name: run_uss_bench options, from the shipped protocol to a plain probe on the 5%
+    "shipped: pretrained on other sources, recalibrated on the 5%, tuned rule": {},
+    "pretrained on other sources, not recalibrated, tuned rule": {"adapt": False},
+    "5% only, student features, tuned rule": {"extra": ()},
+    "5% only, student features, argmax rule": {"extra": (), "rule": "argmax"},
+    "5% only, student features, weaker L2 (C 0.05), tuned rule": {"extra": (), "c": 0.05},
+    "5% only, user-turn embedding (plain probe, C 1), tuned rule": {"extra": (), "features": "user", "c": 1.0},
+    "5% only, user-turn embedding (plain probe, C 1), argmax rule": {"extra": (), "features": "user", "c": 1.0,
+                                                                     "rule": "argmax"},
+}
+
+
+def ablation(seeds: int, *, data: str | os.PathLike[str] | None = None, sets: Sequence[str] = TEST_SETS,
+             limit: int | None = None, encoder: Encoder | None = None) -> dict[str, Any]:
+    """Where the points go between a plain probe and the shipped protocol: the same seeds
+    and splits under each variant of `ABLATION`, conversation-level weighted F1 per set."""
+    encoder = encoder or Encoder()
+    rows = {}
+    for name, options in ABLATION.items():
+        print(f"ablation: {name} ...", file=sys.stderr, flush=True)
+        result = run_uss_bench(seeds, sets=sets, data=data, limit=limit, encoder=encoder, generalisation=False,
+                               **options)
+        rows[name] = {s: result["sets"][s]["summary"]["conversation"]["f1"] for s in sets}
+    return {"seeds": seeds, "sets": list(sets), "rows": rows}
+
+
+def render_ablation(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"USS ablation: conversation-level weighted F1 (%), {results['seeds']} seed(s), "
+                        "5% train / 80% test")
+    table.add_column("variant")
+    for name in results["sets"]:
+        table.add_column(name, justify="right")
+    for variant, scores in results["rows"].items():
+        table.add_row(variant, *(f"{scores[s]['mean']:.1f} ± {scores[s]['std']:.1f}" for s in results["sets"]))
+    Console(width=170).print(table)
 
 
 def _out_of_fold(x: np.ndarray, train_ex: list[LabelledTurn], train_ids: list[str], folds: int, seed: int, c: float,
@@ -500,6 +552,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                         help="dialogues for the LLM detector's and the cascade's throughput runs on the embedded model (0: skip)")
     parser.add_argument("--threshold", type=float, default=0.8, help="the cascade's threshold")
     parser.add_argument("--cache", default=None, help="an .npz embedding cache file (read and written)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="where the points go: the shipped protocol against a plain probe, step by step")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, default=0, help=argparse.SUPPRESS)
@@ -509,6 +563,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         print(json.dumps(_worker(data_dir(args.data), args.worker, args.worker_n, args.model, args.threshold)))
         return None
     encoder = Encoder(cache_file=args.cache)
+    if args.ablation:
+        results = ablation(args.seeds, data=args.data, sets=args.sets, limit=args.limit, encoder=encoder)
+        encoder.save_cache()
+        render_ablation(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return results
     results = run_uss_bench(args.seeds, sets=args.sets, data=args.data, limit=args.limit,
                             extra=() if args.no_extra else ("uss", "ifllm", "oasst"), adapt=not args.no_adapt,
                             encoder=encoder, throughput=args.throughput, llm_sample=args.llm_sample,

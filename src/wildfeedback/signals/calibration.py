@@ -117,10 +117,17 @@ def fit_calibration(logits: np.ndarray, gold: Sequence[str], uniform: np.ndarray
     gold = list(gold)
     uniform = np.ones(len(gold), dtype=bool) if uniform is None or not uniform.any() else uniform
     temperature, bias = fit_vector_scaling(logits[uniform], [g for g, u in zip(gold, uniform, strict=True) if u])
-    probabilities = softmax(logits / temperature + np.asarray(bias))
-    y = np.array(gold)
+    thresholds = fit_thresholds(softmax(logits / temperature + np.asarray(bias)), gold, min_precision)
+    return Calibration(temperature, bias, thresholds.dsat_threshold, thresholds.sat_threshold)
+
+
+def fit_thresholds(probabilities: np.ndarray, gold: Sequence[str],
+                   min_precision: float = TARGET_PRECISION) -> Calibration:
+    """Thresholds only, for probabilities that are already calibrated (argmax when either
+    label has no threshold that finds any of its turns)."""
+    y = np.array(list(gold))
     dsat = choose_threshold(probabilities[:, LABELS.index("DSAT")], y == "DSAT", min_precision)
     sat = choose_threshold(probabilities[:, LABELS.index("SAT")], y == "SAT", None)
     if dsat is None or sat is None:
-        return Calibration(temperature, bias)
-    return Calibration(temperature, bias, dsat, sat)
+        return Calibration()
+    return Calibration(dsat_threshold=dsat, sat_threshold=sat)

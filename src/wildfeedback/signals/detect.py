@@ -88,18 +88,21 @@ def make_detector(
 
 
 def load_student(path: str | os.PathLike[str] | None = None) -> Student:
-    """The student in `path` — a lexical student (`lexical.json`) or a MiniLM one
-    (`student.json`, what `signals train --model minilm` writes) — or the shipped
-    lexical student when no path is given."""
+    """The student in `path` — a two-stage student (`two_stage.json`), a lexical one
+    (`lexical.json`) or a MiniLM one (`student.json`, what `signals train --model minilm`
+    writes) — or the shipped lexical student when no path is given."""
     from wildfeedback.signals.lexical import LexicalStudent
     from wildfeedback.signals.student import StudentDetector
+    from wildfeedback.signals.two_stage import META, TwoStageStudent
 
+    if path is not None and (Path(path) / META).is_file():
+        return TwoStageStudent.load(path)
     if path is None or (Path(path) / "lexical.json").is_file():
         return LexicalStudent.load(path)
     if (Path(path) / "student.json").is_file():
         return StudentDetector.load(path)
-    raise FileNotFoundError(f"{path}: no student model there (expected lexical.json, or student.json for a "
-                            "MiniLM student)")
+    raise FileNotFoundError(f"{path}: no student model there (expected two_stage.json, lexical.json, or "
+                            "student.json for a MiniLM student)")
 
 
 class DetectorStage:

@@ -203,8 +203,14 @@ class LexicalStudent:
         """A Signal for every user turn that follows an assistant reply."""
         conversations = list(conversations)
         turns = turns_of(conversations)
-        probabilities = self.predict_proba(turns)
-        labels = self.calibration.labels(probabilities)
+        return self.signals_for(conversations, turns, self.predict_proba(turns), self.calibration,
+                                self.info.get("name", "lexical-student"))
+
+    def signals_for(self, conversations: Sequence[Conversation], turns: Sequence[LabelledTurn],
+                    probabilities: np.ndarray, calibration: Calibration, model: str) -> list[Signal]:
+        """Signals from calibrated probabilities (this student's or a second stage's): the
+        labels from `calibration`'s thresholds, the categories from this student's heads."""
+        labels = calibration.labels(probabilities)
         empty = [not t.text.strip() for t in turns]
         labels = ["NEUTRAL" if e else label for label, e in zip(labels, empty, strict=True)]
         categories = self.categories_for(turns, labels)
@@ -218,7 +224,7 @@ class LexicalStudent:
                 evidence=evidence_for(turn.text, label),  # type: ignore[arg-type]
                 confidence=float(np.clip(p[LABELS.index(label)], 0.0, 1.0)),
                 detector=DETECTOR,
-                model=self.info.get("name", "lexical-student"),
+                model=model,
                 source=sources.get(turn.conversation_id),
                 metadata={"probabilities": {name: round(float(x), 6) for name, x in zip(LABELS, p, strict=True)}},
             )
