@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from wildfeedback.prompts.conversation import shorten
-from wildfeedback.signals.encoder import DIM, Encoder, shared_encoder
+from wildfeedback.signals.encoder import Encoder, shared_encoder
 from wildfeedback.signals.student import REPLY_CHARS
 
 FORM = ("log_chars", "lines", "bullets", "numbered", "bold", "headings")
@@ -42,10 +42,6 @@ def form_features(text: str) -> list[float]:
 
 def form_names() -> list[str]:
     return [f"text_{name}_diff" for name in FORM] + ["text_query_cosine_diff"]
-
-
-def embedding_names() -> list[str]:
-    return [f"text_emb{i}_diff" for i in range(DIM)]
 
 
 def text_features(queries: Sequence[str], lefts: Sequence[str], rights: Sequence[str],

@@ -77,7 +77,6 @@ SCHEMA = pa.schema(
 )
 
 # Which nested fields hold JSON text, by level.
-_JSON_FIELDS = ("metadata",)
 _MESSAGE_JSON_FIELDS = ("labels", "metadata")
 _EVENT_JSON_FIELDS = ("value", "metadata")
 

@@ -17,7 +17,7 @@ and a better reply written under it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -105,9 +105,3 @@ class ReplyWriter:
                                        self.concurrency))
 
 
-@dataclass
-class GenerationSettings:
-    mode: Mode = "expert"
-    max_tokens: int = 512
-    temperature: float = 0.0
-    prompt_versions: dict[str, str] = field(default_factory=dict)

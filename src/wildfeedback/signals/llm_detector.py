@@ -61,7 +61,6 @@ class ConversationReading(BaseModel):
 # -- evidence ------------------------------------------------------------------
 
 _QUOTES = "\"'“”‘’`«»"
-_SPACE = re.compile(r"\s+")
 
 
 def locate_evidence(quote: str, turn: str) -> str | None:

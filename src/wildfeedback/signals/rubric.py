@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wildfeedback.errors import WildfeedbackError
-from wildfeedback.shipped import load_yaml_model, shipped_names
+from wildfeedback.shipped import load_yaml_model
 
 Polarity = Literal["SAT", "DSAT"]
 
@@ -96,10 +96,6 @@ class Rubric(BaseModel):
     @property
     def id(self) -> str:
         return f"{self.name}@{self.version}"
-
-
-def shipped_rubrics() -> list[str]:
-    return shipped_names("wildfeedback.prompts", "rubrics")
 
 
 def load_rubric(name_or_path: str | Path = "wildfeedback") -> Rubric:

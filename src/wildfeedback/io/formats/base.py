@@ -149,12 +149,6 @@ def build(record: dict[str, Any]) -> Conversation:
         raise RecordError(describe_validation_error(error)) from None
 
 
-def number_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for index, message in enumerate(messages):
-        message["index"] = index
-    return messages
-
-
 def chat_turns(turns: list[Any], *, timestamp_key: str | None = None) -> list[dict[str, Any]]:
     """Messages from a `[{"role", "content", ...}]` list; other keys go to message metadata."""
     messages = []
