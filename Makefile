@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/ingest_throughput.py
+	$(BIN)/wildfeedback bench ingest
 
 clean:
-	rm -rf $(VENV) out bench/out
+	rm -rf $(VENV) out

@@ -10,6 +10,15 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def ingest(ctx: typer.Context) -> None:
+    """Single-core throughput and peak memory of `ingest` on real ShareGPT data, 100 MB and 1 GB
+    (--help for options)."""
+    from wildfeedback.bench.ingest import main
+
+    raise typer.Exit(main(ctx.args))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
 def uss(ctx: typer.Context) -> None:
     """Student and LLM detectors on the USS dialogues beside SPUR's published F1 (--help for options)."""
     from wildfeedback.bench.uss import main

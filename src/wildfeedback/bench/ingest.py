@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Single-core throughput and peak memory of `wildfeedback.ingest` on real ShareGPT data.
 
 What it measures
@@ -42,9 +41,9 @@ writing, not of the disk.
 
 Usage
 -----
-    python bench/ingest_throughput.py [--sizes 100MB,1GB] [--workdir bench/out]
-                                      [--core N] [--repeat N] [--keep] [--json]
-    python bench/ingest_throughput.py --profile [--sizes 100MB]   # cProfile, in-process
+    wildfeedback bench ingest [--sizes 100MB,1GB] [--workdir out/bench-ingest]
+                              [--core N] [--repeat N] [--keep] [--json]
+    wildfeedback bench ingest --profile [--sizes 100MB]   # cProfile, in-process
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ from typing import Any
 BUILDER_VERSION = 1  # bump when the way inputs are built changes, so old files are not reused
 TARGET_MB_S = 50.0
 DEFAULT_SIZES = "100MB,1GB"
-DEFAULT_WORKDIR = Path(__file__).resolve().parent / "out"
+DEFAULT_WORKDIR = Path("out") / "bench-ingest"  # under the working directory; inputs are reused between runs
 MAX_MESSAGE_CHARS = 1_000_000  # wildfeedback.io.reader.DEFAULT_MAX_MESSAGE_CHARS
 
 # Speaker names ingest accepts (wildfeedback.io.formats.base.ROLE_ALIASES).
@@ -268,7 +267,7 @@ def measure(input_path: Path, output_path: Path, core: int) -> dict[str, Any]:
     """
     output_path.unlink(missing_ok=True)
     warm_page_cache(input_path)
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", str(input_path), str(output_path), "--core", str(core)]
+    cmd = [sys.executable, "-m", "wildfeedback.bench.ingest", "--child", str(input_path), str(output_path), "--core", str(core)]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, env={**os.environ, "PYTHONHASHSEED": "0"})
     assert proc.stdout is not None
