@@ -38,13 +38,13 @@ from wildfeedback.filters import FilterConfig, filter_stage
 from wildfeedback.io.outputs import check_folder_target, check_outputs, remove_temporary, swap_in, temporary_folder
 from wildfeedback.io.reader import read_conversations
 from wildfeedback.io.sources import expand_inputs
-from wildfeedback.llm import DEFAULT_DEADLINE, Backend
+from wildfeedback.llm import DEFAULT_DEADLINE, Backend, open_backend
 from wildfeedback.preferences.export import PreferenceExporter
 from wildfeedback.preferences.generate import Mode
 from wildfeedback.preferences.pipeline import PreferenceConfig, PreferenceStage, PreferenceWriter
 from wildfeedback.report.data import ReportData
 from wildfeedback.schema import Conversation
-from wildfeedback.signals.detect import make_detector, open_backend
+from wildfeedback.signals.detect import make_detector
 
 # Embedded defaults: sized so the whole job finishes on a 2-core CPU in a few minutes.
 EMBEDDED_MAX_CONVERSATIONS = 400

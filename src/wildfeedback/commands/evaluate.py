@@ -25,7 +25,7 @@ app = typer.Typer(help="Evaluate with checklists from the users' own feedback; a
 
 
 def _open(spec: str, base_url: str | None, cache: str | None, no_cache: bool, llm_timeout: float):  # type: ignore[no-untyped-def]
-    from wildfeedback.signals.detect import open_backend
+    from wildfeedback.llm import open_backend
 
     try:
         return open_backend(spec, base_url, False if no_cache else (cache or True), deadline=llm_timeout)

@@ -36,7 +36,7 @@ FormatOption = Annotated[Optional[str], typer.Option("--format", "-f", help="Inp
 
 
 def _backend(llm: str, base_url: str | None, cache: str | None, no_cache: bool, llm_timeout: float):  # type: ignore[no-untyped-def]
-    from wildfeedback.signals.detect import open_backend
+    from wildfeedback.llm import open_backend
 
     try:
         return open_backend(llm, base_url, False if no_cache else (cache or True), deadline=llm_timeout)

@@ -3,6 +3,7 @@
     backend = make_backend("openai:gpt-4o-mini")            # OpenAI (key from the environment)
     backend = make_backend("openai:Qwen2.5-7B", "http://localhost:8000/v1")   # vLLM, llama.cpp, Ollama
     backend = make_backend("embedded", cache="work/llm-cache.sqlite")          # SmolLM2 on CPU, cached
+    backend = open_backend("embedded")   # the CLI's way: cached in ~/.cache/wildfeedback (or $WILDFEEDBACK_CACHE)
 
     result = await call_structured(backend, messages, MyModel, Sampling(max_tokens=200))
     outcomes = await backend.complete_many([Request(m) for m in batch], concurrency=16)
@@ -70,9 +71,11 @@ __all__ = [
     "call_structured_many_sync",
     "call_structured_sync",
     "check_failures",
+    "default_cache_path",
     "extract_json",
     "gather_bounded",
     "make_backend",
+    "open_backend",
     "run_sync",
     "strict_schema",
 ]
@@ -137,3 +140,24 @@ def make_backend(
     if cache is not None:
         backend = CachedBackend(backend, cache, template_version)
     return backend
+
+
+CACHE_ENV = "WILDFEEDBACK_CACHE"
+
+
+def default_cache_path() -> Path:
+    """`$WILDFEEDBACK_CACHE`, else `~/.cache/wildfeedback/llm-cache.sqlite`: one cache
+    for every run, so any rerun of any job replays what it already paid for."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "wildfeedback" / "llm-cache.sqlite"
+
+
+def open_backend(llm: str = "embedded", base_url: str | None = None, cache: str | os.PathLike[str] | None | bool = True,
+                 **options: Any) -> Backend:
+    """The CLI's `--llm` / `--base-url` / `--cache` as a backend (cached unless `cache` is False/None);
+    `options` go to `make_backend` (e.g. `deadline`, the CLI's `--llm-timeout`)."""
+    path = default_cache_path() if cache is True else (cache or None)
+    return make_backend(llm, base_url, cache=path, **options)

@@ -23,33 +23,12 @@ from wildfeedback.io.outputs import check_outputs
 from wildfeedback.io.reader import DEFAULT_MAX_RECORD_BYTES, read_conversations
 from wildfeedback.io.records import RecordWriter
 from wildfeedback.io.sources import expand_inputs
-from wildfeedback.llm import Backend, make_backend
+from wildfeedback.llm import Backend
 from wildfeedback.llm.cache import CachedBackend
 from wildfeedback.schema import Conversation, Signal, SignalIssue
 from wildfeedback.signals.base import Detector, Student
 
 DETECTORS = ("student", "llm", "cascade", "rubric")
-CACHE_ENV = "WILDFEEDBACK_CACHE"
-
-
-def default_cache_path() -> Path:
-    """`$WILDFEEDBACK_CACHE`, else `~/.cache/wildfeedback/llm-cache.sqlite`: one cache
-    for every run, so any rerun of any job replays what it already paid for."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "wildfeedback" / "llm-cache.sqlite"
-
-
-def open_backend(llm: str = "embedded", base_url: str | None = None, cache: str | os.PathLike[str] | None | bool = True,
-                 **options: Any) -> Backend:
-    """The CLI's `--llm` / `--base-url` / `--cache` as a backend (cached unless `cache` is False/None);
-    `options` go to `make_backend` (e.g. `deadline`, the CLI's `--llm-timeout`)."""
-    path = default_cache_path() if cache is True else (cache or None)
-    return make_backend(llm, base_url, cache=path, **options)
-
-
 def make_detector(
     kind: str,
     *,
