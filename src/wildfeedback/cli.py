@@ -167,7 +167,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON on stdout.")] = False,
 ) -> None:
     """Conversations, turns, roles, languages, labels and length distributions."""
-    from wildfeedback.stats import corpus_stats
+    from wildfeedback.corpus_stats import corpus_stats
 
     try:
         result = corpus_stats(inputs, format=format).as_dict()

@@ -40,6 +40,10 @@ class Location:
         return self.path
 
 
+class NerUnavailableError(WildfeedbackError, RuntimeError):
+    """Names must be redacted (pii_names=True or a named ner_model) but no engine can be loaded."""
+
+
 class RecordError(ValueError):
     """Raised by a format's converter for one record it cannot accept."""
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wildfeedback.engine.stage import Tally
-from wildfeedback.filters.errors import NerUnavailableError
+from wildfeedback.errors import NerUnavailableError
 from wildfeedback.filters.language import DEFAULT_SAMPLE_CHARS, LanguageFilter
 from wildfeedback.filters.turns import MinUserTurns
 from wildfeedback.schema import Conversation

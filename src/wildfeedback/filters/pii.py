@@ -45,7 +45,7 @@ from typing import Any
 import phonenumbers
 
 from wildfeedback.engine.stage import Tally
-from wildfeedback.filters.errors import NerUnavailableError
+from wildfeedback.errors import NerUnavailableError
 from wildfeedback.schema import Alternative, Conversation, Message
 
 PLACEHOLDERS = {"email": "[EMAIL]", "ip": "[IP]", "card": "[CARD]", "phone": "[PHONE]", "name": "[NAME]"}
