@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import split, write_jsonl
 from wildfeedback.errors import BadRecordError
-from wildfeedback.ingest import ingest
+from wildfeedback.io.ingest import ingest
 from wildfeedback.io.reader import read_conversations
 
 GOOD = '{"id": "g%d", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}'

@@ -24,7 +24,7 @@ import zstandard
 
 from tests.conftest import split, write_jsonl
 from wildfeedback.errors import BadRecordError
-from wildfeedback.ingest import ingest
+from wildfeedback.io.ingest import ingest
 from wildfeedback.io.reader import read_conversations
 from wildfeedback.io.sources import MAX_DEPTH, expand_inputs, too_deep_reason
 

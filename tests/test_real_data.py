@@ -56,7 +56,7 @@ def test_uss_keeps_the_empty_turns_annotators_rated() -> None:
 
 
 def test_sharegpt_package_recovers_every_complete_conversation() -> None:
-    from wildfeedback.ingest import sharegpt_package_file
+    from wildfeedback.io.ingest import sharegpt_package_file
 
     path = sharegpt_package_file()
     complete = _complete_array_items(path.read_text(encoding="utf-8"))

@@ -95,7 +95,7 @@ def test_a_previous_dataset_of_ours_is_replaced_without_asking(tmp_path: Path) -
 KILLED_WHILE_SAVING = textwrap.dedent("""
     import os, signal, sys
     import datasets
-    from wildfeedback.ingest import ingest
+    from wildfeedback.io.ingest import ingest
 
     real_save = datasets.Dataset.save_to_disk
 

@@ -10,8 +10,8 @@ import pytest
 from tests import tiny_models
 from wildfeedback.preferences.export import PreferenceExporter
 from wildfeedback.schema import ChatTurn, PreferencePair, UnpairedExample
-from wildfeedback.train.recipe import RecipeError, load_recipe, parse_assignment, shipped_recipes
-from wildfeedback.train.trainer import train
+from wildfeedback.training.recipe import RecipeError, load_recipe, parse_assignment, shipped_recipes
+from wildfeedback.training.trainer import train
 
 TOPICS = ["Rome", "Paris", "Oslo", "Lima", "Kyiv", "Cairo", "Delhi", "Tokyo"]
 

@@ -77,7 +77,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON on stdout.")] = False,
 ) -> None:
     """Read conversation logs, filter them, and write wildfeedback records."""
-    from wildfeedback.ingest import ingest as run_ingest
+    from wildfeedback.io.ingest import ingest as run_ingest
 
     if on_error not in (None, "fail", "skip"):
         raise fail(f"--on-error must be fail or skip, not {on_error!r}", 2)

@@ -151,7 +151,7 @@ class _Cap:
 
 def run_pipeline(config: RunConfig, progress: Callable[[RunReport, ReportData], None] | None = None) -> RunSummary:
     """Run the main job; see the module docstring for what lands in `config.output`."""
-    from wildfeedback.ingest import sharegpt_package_file
+    from wildfeedback.io.ingest import sharegpt_package_file
 
     config = config.resolved()
     started = time.perf_counter()

@@ -300,7 +300,7 @@ def throughput(conversations: int) -> dict[str, Any]:
     start-up and model loading included) on the first N conversations of the packaged
     ShareGPT (its few empty records skipped), with the process's own peak RSS: the lexical and
     the two-stage student at 4N and 16N (is RSS flat in the corpus size?) and the MiniLM student at N."""
-    from wildfeedback.ingest import sharegpt_package_file
+    from wildfeedback.io.ingest import sharegpt_package_file
     from wildfeedback.signals.lexical import DEFAULT_DIR as LEXICAL_DIR
     from wildfeedback.signals.student import DEFAULT_DIR as MINILM_DIR
     from wildfeedback.signals.two_stage import DEFAULT_DIR as TWO_STAGE_DIR

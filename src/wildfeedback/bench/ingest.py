@@ -1,4 +1,4 @@
-"""Single-core throughput and peak memory of `wildfeedback.ingest` on real ShareGPT data.
+"""Single-core throughput and peak memory of `wildfeedback.io.ingest` on real ShareGPT data.
 
 What it measures
 ----------------
@@ -12,7 +12,7 @@ in a fresh child process pinned to a single CPU core, and reports:
 * CPU seconds (user + sys) of the `ingest()` call, which shows whether the run was
   CPU-bound (CPU ~= wall) or waiting on I/O;
 * the peak resident set size (RSS) of the child, and its RSS right after
-  `import wildfeedback.ingest` (the fixed cost of the interpreter and imports);
+  `import wildfeedback.io.ingest` (the fixed cost of the interpreter and imports);
 * the ratio of the peak RSS of the largest run to that of the smallest one.
 
 Why
@@ -129,7 +129,7 @@ def build_base(workdir: Path) -> tuple[Path, dict[str, Any]]:
     import ijson
     import orjson
 
-    from wildfeedback.ingest import sharegpt_package_file
+    from wildfeedback.io.ingest import sharegpt_package_file
 
     source = sharegpt_package_file()
     base = workdir / "sharegpt_base.jsonl"
@@ -230,7 +230,7 @@ def child_main(input_path: str, output_path: str, core: int) -> None:
     os.sched_setaffinity(0, {core})
     import resource
 
-    from wildfeedback.ingest import ingest
+    from wildfeedback.io.ingest import ingest
 
     rss_after_import_kb = _status_kb("VmRSS")
     times_started = os.times()
@@ -404,7 +404,7 @@ def profile(input_path: Path, output_path: Path, core: int, top: int, prof_path:
     import pstats
 
     os.sched_setaffinity(0, {core})
-    from wildfeedback.ingest import ingest
+    from wildfeedback.io.ingest import ingest
 
     warm_page_cache(input_path)
     output_path.unlink(missing_ok=True)

@@ -18,9 +18,9 @@ app = typer.Typer(help="Train with TRL from the exports of `wildfeedback run` (r
 
 def _train(task: str, config: Optional[Path], data: Optional[str], model: Optional[str], output: Optional[str],
            max_steps: Optional[int], weighting: Optional[str], settings: Optional[list[str]], as_json: bool) -> None:
-    from wildfeedback.train.data import DataError
-    from wildfeedback.train.recipe import RecipeError, load_recipe, parse_assignment
-    from wildfeedback.train.trainer import train
+    from wildfeedback.training.data import DataError
+    from wildfeedback.training.recipe import RecipeError, load_recipe, parse_assignment
+    from wildfeedback.training.trainer import train
 
     try:
         recipe = load_recipe(config if config is not None else task)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from wildfeedback.llm.local import load_causal_lm, trainable
-from wildfeedback.train.data import load_task_data
-from wildfeedback.train.recipe import Recipe
+from wildfeedback.training.data import load_task_data
+from wildfeedback.training.recipe import Recipe
 
 
 @dataclass
