@@ -22,6 +22,11 @@ Protocol, per test set X and seed:
   likewise DSAT, P(NEUTRAL) = prod_t N_t — then the argmax after two log-biases
   tuned on the 5% (out-of-fold predictions).
 
+`--ablation` runs the same seeds and splits under each variant of `ABLATION`, from
+the shipped protocol to a plain probe on the 5% (no pretraining, no
+recalibration, the user turn's embedding alone, the untuned argmax rule), to show
+which step gains or loses what.
+
 Reported: conversation-level weighted precision / recall / F1 (mean ± std over
 seeds) beside the published baselines; turn-level weighted F1, accuracy and ECE;
 throughput (conversations/s, embedding included, nothing cached) and peak RSS of
