@@ -80,7 +80,7 @@ def test_the_default_student_is_the_shipped_lexical_one_and_a_minilm_folder_stil
     default = make_detector("student")
     assert isinstance(default, LexicalStudent) and default.info["name"] == "student-lexical-v1"
     assert default.calibration.dsat_threshold is not None
-    assert isinstance(load_student(MINILM_DIR), StudentDetector)
+    assert isinstance(load_student(MINILM_DIR), StudentDetector) and isinstance(load_student("minilm"), StudentDetector)
     with pytest.raises(FileNotFoundError, match="no student model there"):
         load_student(tmp_path)
 

@@ -85,3 +85,15 @@ def test_a_shared_first_stage_is_referenced_not_copied(student: TwoStageStudent,
     student.save(tmp_path / "two-stage", lexical_dir=tmp_path / "lexical")
     assert not (tmp_path / "two-stage" / "lexical.npz").exists()
     assert isinstance(TwoStageStudent.load(tmp_path / "two-stage"), TwoStageStudent)
+
+
+def test_the_shipped_two_stage_student_loads_by_name_with_its_figures() -> None:
+    shipped = load_student("two-stage")
+    assert isinstance(shipped, TwoStageStudent) and shipped.cross.merged
+    assert shipped.info["name"] == "student-two-stage-v1"
+    measured = shipped.info["metrics"]["cross_fitted"]
+    assert measured["kappa"] > 0.65 and measured["per_class"]["DSAT"]["precision"] >= 0.78
+    probe = [LabelledTurn("p", "test", 2, REPLY, text, "NEUTRAL", "sort my list")
+             for text in ("no, that's wrong, it still returns None. fix it", "thanks, that works perfectly!")]
+    labels = shipped.calibration.labels(shipped.predict_proba(probe))
+    assert labels == ["DSAT", "SAT"]

@@ -52,7 +52,7 @@ def detect(
     llm: LLMOption = "embedded",
     base_url: BaseUrlOption = None,
     rubric: Annotated[Optional[str], typer.Option(help="Rubric: a shipped name or a YAML file (learned rubrics for --detector rubric).")] = None,
-    student_model: Annotated[Optional[Path], typer.Option(help="A student model directory (default: the shipped one).")] = None,
+    student_model: Annotated[Optional[Path], typer.Option(help="A student model directory from `signals train`, or a shipped one by name: lexical (the default), two-stage (better: kappa 0.70 against 0.59; about 30 conversations/s on 2 cores against 300) or minilm.")] = None,
     threshold: Annotated[float, typer.Option(help="cascade: turns the student is less sure of than this go to the LLM.")] = 0.8,
     format: FormatOption = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N conversations.")] = None,

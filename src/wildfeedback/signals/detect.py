@@ -69,10 +69,19 @@ def make_detector(
 def load_student(path: str | os.PathLike[str] | None = None) -> Student:
     """The student in `path` — a two-stage student (`two_stage.json`), a lexical one
     (`lexical.json`) or a MiniLM one (`student.json`, what `signals train --model minilm`
-    writes) — or the shipped lexical student when no path is given."""
+    writes) — or the shipped lexical student when no path is given. The shipped models
+    also go by name: `lexical`, `two-stage` (kappa 0.70 against 0.59, at a third of the
+    speed) and `minilm`."""
+    from wildfeedback.signals.lexical import DEFAULT_DIR as LEXICAL_DIR
     from wildfeedback.signals.lexical import LexicalStudent
+    from wildfeedback.signals.student import DEFAULT_DIR as MINILM_DIR
     from wildfeedback.signals.student import StudentDetector
+    from wildfeedback.signals.two_stage import DEFAULT_DIR as TWO_STAGE_DIR
     from wildfeedback.signals.two_stage import META, TwoStageStudent
+
+    shipped = {"lexical": LEXICAL_DIR, "two-stage": TWO_STAGE_DIR, "minilm": MINILM_DIR}
+    if path is not None and str(path) in shipped and not Path(path).exists():
+        path = shipped[str(path)]
 
     if path is not None and (Path(path) / META).is_file():
         return TwoStageStudent.load(path)
